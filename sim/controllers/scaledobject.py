@@ -12,9 +12,7 @@ from typing import Literal
 
 from sim.controllers.autoscaling import Behavior
 
-FallbackBehavior = Literal[
-    "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
-]
+FallbackBehavior = Literal["static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"]
 
 
 @dataclass(frozen=True)
