@@ -1,0 +1,1 @@
+"""The data plane: requests through per-pod queues, in fluid or per-request fidelity."""

@@ -1,0 +1,1 @@
+"""Manifests: typed views of the Kubernetes objects capsim reads and writes."""

@@ -1,0 +1,1 @@
+"""The simulated metrics pipeline: series as Prometheus would scrape them, and PromQL over them."""
