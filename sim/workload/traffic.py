@@ -10,13 +10,17 @@ over a step divided by its length), not point samples, so a 30 s spike inside a
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from sim.workload import arrivals, replay, shapes
 from sim.workload.durations import Duration, PositiveDuration, SignedDuration
+from sim.workload.shapes import FloatArray
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -326,3 +330,122 @@ TrafficSpec = Annotated[
     Field(discriminator="kind"),
 ]
 """The scenario file's `traffic:` block, one of the kinds above, chosen by `kind`."""
+
+
+# --- series ------------------------------------------------------------------------------------------
+
+
+def rate_series(
+    spec: TrafficSpec,
+    horizon_s: float,
+    step_s: float,
+    rng: np.random.Generator,
+    base_dir: Path | str | None = None,
+) -> FloatArray:
+    """Expected requests per second in each step of [0, horizon), float64, >= 0.
+
+    Returns `step_count(horizon_s, step_s)` values (a last partial step is
+    whole). Transforms work on the step grid: a time shift only moves the
+    grid's time origin, so the base shape is evaluated once over the window
+    that all shifts together need and nothing is interpolated. Noise draws
+    come from `rng` in spec order, a fixed number per noise source.
+    `replay` paths are relative to `base_dir` (the scenario file's directory).
+    """
+    n = shapes.step_count(horizon_s, step_s)
+    origin_s = -sum(t.by for t in spec.transforms if isinstance(t, ShiftTransform))
+    rates = _base_rates(spec, shapes.edges(origin_s, n, step_s), step_s, rng, base_dir)
+    for transform in spec.transforms:
+        step_edges = shapes.edges(origin_s, n, step_s)
+        match transform:
+            case ScaleTransform(factor=factor):
+                rates = rates * factor
+            case ShiftTransform(by=by):
+                origin_s += by
+            case AddSpikeTransform():
+                profile = shapes.spike_profile(
+                    step_edges, transform.start, transform.rise, transform.hold, transform.decay
+                )
+                if transform.multiplier is not None:
+                    rates = rates * (1.0 + (transform.multiplier - 1.0) * profile)
+                else:
+                    assert transform.extra_rps is not None
+                    rates = rates + transform.extra_rps * profile
+            case ClipTransform(min_rps=lo, max_rps=hi):
+                rates = np.clip(rates, lo, hi)
+            case NoiseTransform():
+                rates = rates * shapes.correlated_noise(
+                    n, step_s, transform.cv, transform.correlation_time, rng
+                )
+    return np.maximum(rates, 0.0)
+
+
+def _base_rates(
+    spec: TrafficSpec,
+    step_edges: FloatArray,
+    step_s: float,
+    rng: np.random.Generator,
+    base_dir: Path | str | None,
+) -> FloatArray:
+    n = len(step_edges) - 1
+    match spec:
+        case ConstantTraffic():
+            rates = np.full(n, spec.rps)
+        case DiurnalTraffic():
+            trough, peak = spec.trough_peak_rps
+            week_clock_s = WEEKDAYS.index(spec.start_day) * shapes.DAY_S + spec.start_hour * 3600.0
+            daily = shapes.daily_cosine(step_edges, week_clock_s % shapes.DAY_S, spec.peak_hour)
+            weekly = shapes.weekly_factor(step_edges, week_clock_s, spec.weekly_factors)
+            rates = (trough + (peak - trough) * daily) * weekly
+        case RampTraffic():
+            knot_t = np.array([spec.start, spec.start + spec.duration])
+            rates = shapes.pwl_average(knot_t, np.array([spec.from_rps, spec.to_rps]), step_edges)
+        case StepTraffic():
+            knot_t = np.repeat([level.at for level in spec.levels], 2)[1:]
+            knot_v = np.repeat([level.rps for level in spec.levels], 2)[:-1]
+            rates = shapes.pwl_average(knot_t, knot_v, step_edges)
+        case SpikeTraffic():
+            profile = shapes.spike_profile(step_edges, spec.start, spec.rise, spec.hold, spec.decay)
+            rates = spec.base_rps * (1.0 + (spec.multiplier - 1.0) * profile)
+        case ReplayTraffic():
+            fn = load_replay(spec, base_dir)
+            integral = fn.integral(step_edges + spec.offset, spec.past_end)
+            rates = np.diff(integral) / np.diff(step_edges)
+    noise = getattr(spec, "noise", None)
+    if noise is not None:
+        rates = rates * shapes.correlated_noise(n, step_s, noise.cv, noise.correlation_time, rng)
+    return rates
+
+
+def load_replay(spec: ReplayTraffic, base_dir: Path | str | None = None) -> replay.RateFunction:
+    """The replayed series as a rate function; raises InputError for a missing or malformed file.
+
+    Scenario loading can call this to reject a bad file before a run starts.
+    Results are cached per file version, so calling it again is cheap.
+    """
+    path = Path(spec.path).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return replay.load_rate_function(
+        path,
+        spec.timestamp_column,
+        spec.value_column,
+        counter=spec.counter_column is not None,
+        interpolation=spec.interpolation,
+    )
+
+
+def arrival_counts(
+    rates: FloatArray, step_s: float, spec: Arrivals, rng: np.random.Generator
+) -> arrivals.IntArray:
+    """Requests arriving in each step, int64, drawn around rate × step as `spec` says.
+
+    Call it once over the whole horizon: the draws for step i depend on the
+    whole series before it, so chunked calls would give other counts.
+    """
+    match spec:
+        case PoissonArrivals():
+            return arrivals.poisson_counts(rates, step_s, rng)
+        case DeterministicArrivals():
+            return arrivals.deterministic_counts(rates, step_s)
+        case OverdispersedArrivals():
+            return arrivals.overdispersed_counts(rates, step_s, spec.dispersion, spec.window, rng)
