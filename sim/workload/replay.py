@@ -27,6 +27,10 @@ _VALID_TIMESTAMPS = "ISO 8601 date-times (2024-05-01T12:00:00Z, 2024-05-01 12:00
 
 Interpolation = Literal["linear", "previous"]
 PastEnd = Literal["loop", "hold", "error"]
+TimestampUnit = Literal["s", "ms", "us", "ns"]
+_UNIT_S: dict[TimestampUnit, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+_EPOCH_MS_THRESHOLD = 1e11
+"""As seconds this is the year 5138: a numeric timestamp this large is in a finer unit."""
 
 
 @dataclass(frozen=True)
@@ -66,19 +70,21 @@ class RateFunction:
         return pwl_integral(self.knot_t, self.knot_v, t)
 
 
-def load_rate_function(
-    path: Path, timestamp_column: str, value_column: str, *, counter: bool, interpolation: Interpolation
-) -> RateFunction:
+@dataclass(frozen=True)
+class SeriesFormat:
+    """How to read a series file: which columns, what they hold, how to join samples."""
+
+    timestamp_column: str = "timestamp"
+    value_column: str = "rps"
+    counter: bool = False
+    interpolation: Interpolation = "linear"
+    timestamp_unit: TimestampUnit = "s"
+
+
+def load_rate_function(path: Path, fmt: SeriesFormat) -> RateFunction:
     """Read a series file into a rate function; InputError on anything unusable."""
     stat = _stat(path)
-    return _load_cached(
-        str(path.resolve()),
-        (stat.st_mtime_ns, stat.st_size),
-        timestamp_column,
-        value_column,
-        counter=counter,
-        interpolation=interpolation,
-    )
+    return _load_cached(str(path.resolve()), (stat.st_mtime_ns, stat.st_size), fmt)
 
 
 def _stat(path: Path) -> os.stat_result:
@@ -91,23 +97,15 @@ def _stat(path: Path) -> os.stat_result:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(
-    path_text: str,
-    version: tuple[int, int],
-    timestamp_column: str,
-    value_column: str,
-    *,
-    counter: bool,
-    interpolation: Interpolation,
-) -> RateFunction:
+def _load_cached(path_text: str, version: tuple[int, int], fmt: SeriesFormat) -> RateFunction:
     """Tuning replays the same file for every candidate; `version` (mtime, size) invalidates the cache."""
     del version
     source = _Source(Path(path_text))
-    t_s, values = source.samples(timestamp_column, value_column, counter=counter)
-    if counter:
+    t_s, values = source.samples(fmt)
+    if fmt.counter:
         fn = _counter_function(source.path, t_s, values)
     else:
-        fn = _rate_function(source.path, t_s, values, interpolation)
+        fn = _rate_function(source.path, t_s, values, fmt.interpolation)
     for array in (fn.knot_t, fn.knot_v, fn.loop_knot_v):
         array.flags.writeable = False
     return fn
@@ -141,15 +139,13 @@ class _Source:
         if row is not None:
             if self.is_csv:
                 line = row + 2
-                message += f" at line {line}"
             else:
                 message += f" at row {row + 1}"
         return InputError(message, file=self.path, field=column, line=line, valid=valid)
 
-    def samples(
-        self, timestamp_column: str, value_column: str, *, counter: bool
-    ) -> tuple[FloatArray, FloatArray]:
+    def samples(self, fmt: SeriesFormat) -> tuple[FloatArray, FloatArray]:
         """(seconds since the first sample, values), validated; rows with an empty value are dropped."""
+        timestamp_column, value_column = fmt.timestamp_column, fmt.value_column
         columns = [str(c) for c in self.table.columns]
         for column in (timestamp_column, value_column):
             if column not in columns:
@@ -166,7 +162,7 @@ class _Source:
                 "the traffic file has no data rows", value_column, valid="a header row and samples"
             )
         rows = table.index.to_numpy()
-        t_s = self._timestamps_s(table[timestamp_column], rows, timestamp_column)
+        t_s = self._timestamps_s(table[timestamp_column], rows, timestamp_column, fmt.timestamp_unit)
         values = self._numbers(table[value_column], rows, value_column)
         present = ~np.isnan(values)
         t_s, values, rows = t_s[present], values[present], rows[present]
@@ -178,7 +174,7 @@ class _Source:
             )
         negative = np.flatnonzero(values < 0.0)
         if negative.size:
-            kind = "counter value" if counter else "rate"
+            kind = "counter value" if fmt.counter else "rate"
             first = negative[0]
             raise self.error(
                 f"negative {kind} {values[first]:g}", value_column, int(rows[first]), "values >= 0"
@@ -193,8 +189,10 @@ class _Source:
             )
         return t_s - t_s[0], values
 
-    def _timestamps_s(self, column: pd.Series, rows: np.ndarray, name: str) -> FloatArray:
-        """Seconds from date-times (naive ones read as UTC) or from plain numbers of seconds."""
+    def _timestamps_s(
+        self, column: pd.Series, rows: np.ndarray, name: str, unit: TimestampUnit
+    ) -> FloatArray:
+        """Seconds from date-times (naive ones read as UTC) or from numbers in `unit`."""
         missing = np.flatnonzero(column.isna().to_numpy())
         if missing.size:
             raise self.error("missing timestamp", name, int(rows[missing[0]]), _VALID_TIMESTAMPS)
@@ -202,17 +200,28 @@ class _Source:
             stamps = pd.to_datetime(column, utc=True)
         else:
             if pd.api.types.is_numeric_dtype(column):
-                seconds = column.to_numpy(dtype=np.float64)
-                self._reject_timestamp(column, ~np.isfinite(seconds), rows, name)
-                return seconds
+                return self._numeric_s(column, column.to_numpy(dtype=np.float64), rows, name, unit)
             text = column.astype(str).str.strip()
             as_numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
             if not np.isnan(as_numbers[0]):
-                self._reject_timestamp(column, ~np.isfinite(as_numbers), rows, name)
-                return as_numbers
+                return self._numeric_s(column, as_numbers, rows, name, unit)
             stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
             self._reject_timestamp(column, stamps.isna().to_numpy(), rows, name)
-        return stamps.astype("int64").to_numpy().astype(np.float64) / 1e9
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        return np.asarray(seconds, dtype=np.float64)
+
+    def _numeric_s(
+        self, column: pd.Series, numbers: FloatArray, rows: np.ndarray, name: str, unit: TimestampUnit
+    ) -> FloatArray:
+        self._reject_timestamp(column, ~np.isfinite(numbers), rows, name)
+        if unit == "s" and abs(numbers[0]) > _EPOCH_MS_THRESHOLD:
+            raise self.error(
+                f"timestamp {numbers[0]:.0f} is too large for seconds (it looks like epoch milliseconds)",
+                name,
+                int(rows[0]),
+                'timestamp_unit: "ms" (or "us", "ns") for numeric timestamps in other units',
+            )
+        return numbers * _UNIT_S[unit]
 
     def _reject_timestamp(self, column: pd.Series, bad: np.ndarray, rows: np.ndarray, name: str) -> None:
         if bad.any():

@@ -25,7 +25,7 @@ DAY_BLEND_S = 3600.0
 
 def step_count(horizon_s: float, step_s: float) -> int:
     """Steps covering the horizon; a last partial step is simulated whole."""
-    if not (step_s > 0.0 and horizon_s > 0.0 and math.isfinite(horizon_s)):
+    if not (0.0 < step_s < math.inf and 0.0 < horizon_s < math.inf):
         raise ValueError(f"horizon_s and step_s must be positive and finite, got {horizon_s}, {step_s}")
     return math.ceil(horizon_s / step_s - 1e-9)
 

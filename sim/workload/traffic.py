@@ -20,7 +20,7 @@ from pydantic_core import core_schema
 
 from sim.workload import arrivals, replay, shapes
 from sim.workload.durations import Duration, PositiveDuration, SignedDuration
-from sim.workload.shapes import FloatArray
+from sim.workload.shapes import FloatArray, step_count
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -52,7 +52,7 @@ class Noise(_Model):
 class _SpikeShape(_Model):
     """Linear rise from `start` over `rise`, flat for `hold`, then exponential decay.
 
-    `decay` is the decay's time constant: a third of the surplus is left after
+    `decay` is the decay's time constant: 37 % of the surplus is left after
     one `decay`, 5 % after three. Flash crowds fade roughly exponentially rather
     than stopping at a set time.
     """
@@ -302,6 +302,9 @@ class ReplayTraffic(_TrafficBase):
         min_length=1, description="CSV (.csv, .csv.gz) or Parquet file; relative to the scenario"
     )
     timestamp_column: str = "timestamp"
+    timestamp_unit: Literal["s", "ms", "us", "ns"] = Field(
+        default="s", description="unit of numeric timestamps (date-time strings need none)"
+    )
     rate_column: str | None = Field(default=None, description='requests per second (default "rps")')
     counter_column: str | None = None
     interpolation: Literal["linear", "previous"] = "linear"
@@ -351,7 +354,7 @@ def rate_series(
     come from `rng` in spec order, a fixed number per noise source.
     `replay` paths are relative to `base_dir` (the scenario file's directory).
     """
-    n = shapes.step_count(horizon_s, step_s)
+    n = step_count(horizon_s, step_s)
     origin_s = -sum(t.by for t in spec.transforms if isinstance(t, ShiftTransform))
     rates = _base_rates(spec, shapes.edges(origin_s, n, step_s), step_s, rng, base_dir)
     for transform in spec.transforms:
@@ -410,9 +413,8 @@ def _base_rates(
             fn = load_replay(spec, base_dir)
             integral = fn.integral(step_edges + spec.offset, spec.past_end)
             rates = np.diff(integral) / np.diff(step_edges)
-    noise = getattr(spec, "noise", None)
-    if noise is not None:
-        rates = rates * shapes.correlated_noise(n, step_s, noise.cv, noise.correlation_time, rng)
+    if isinstance(spec, ConstantTraffic | DiurnalTraffic) and spec.noise is not None:
+        rates = rates * shapes.correlated_noise(n, step_s, spec.noise.cv, spec.noise.correlation_time, rng)
     return rates
 
 
@@ -425,13 +427,14 @@ def load_replay(spec: ReplayTraffic, base_dir: Path | str | None = None) -> repl
     path = Path(spec.path).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
-    return replay.load_rate_function(
-        path,
-        spec.timestamp_column,
-        spec.value_column,
+    fmt = replay.SeriesFormat(
+        timestamp_column=spec.timestamp_column,
+        value_column=spec.value_column,
         counter=spec.counter_column is not None,
         interpolation=spec.interpolation,
+        timestamp_unit=spec.timestamp_unit,
     )
+    return replay.load_rate_function(path, fmt)
 
 
 def arrival_counts(
