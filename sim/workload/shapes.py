@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import lfilter
 
 FloatArray = NDArray[np.float64]
 
@@ -110,6 +109,8 @@ def correlated_noise(
     shocks = rng.standard_normal(n)
     first = sigma * shocks[0]
     gain = sigma * math.sqrt(-math.expm1(-2.0 * step_s / correlation_time_s))
+    from scipy.signal import lfilter  # scipy.signal costs ~0.8 s to import: only when noise is asked for
+
     rest, _ = lfilter([gain], [1.0, -phi], shocks[1:], zi=[phi * first])
     log_multiplier = np.concatenate(([first], rest))
     return np.exp(log_multiplier - 0.5 * sigma * sigma)
