@@ -48,6 +48,9 @@ from sim.result import EVENT_COLUMNS, Result, ServiceTrace, evaluate_slos
 from sim.scenario import LoadedScenario, LoadedService
 from sim.workload.traffic import arrival_counts, rate_series
 
+# How much scrape history exists before t=0 (longer than any sensible rate() window).
+WARM_HISTORY_S = 600.0
+
 # Memory metrics are bytes in milli-units, as the HPA computes them.
 MIB_MILLI = 1024 * 1024 * 1000
 
@@ -71,6 +74,16 @@ class _Series:
     cpu: SeriesHandle
     replicas: SeriesHandle
     ready: SeriesHandle
+
+
+@dataclass(frozen=True)
+class _Offsets:
+    """Counter values the warm history ends at; the run's own counts add to them."""
+
+    served: float
+    buckets: np.ndarray
+    latency_sum: float
+    cpu: float
 
 
 @dataclass
@@ -146,6 +159,7 @@ class ServiceSim:
         self.recorder = _Recorder(self.n_steps)
         self.series = self._make_series(store)
         self.store = store
+        self._offsets = self._warm_history(scn.controllers.prometheus_scrape_interval_s)
         self._last_logged: dict[str, tuple[Any, ...]] = {}
 
         initial = svc.initial_replicas
@@ -192,6 +206,41 @@ class ServiceSim:
             ),
             replicas=store.add_series("kube_deployment_spec_replicas", workload),
             ready=store.add_series("kube_deployment_status_replicas_ready", workload),
+        )
+
+    def _warm_history(self, interval_s: float) -> _Offsets:
+        """Scrapes from before t=0, as if the service had run at its opening traffic for a while.
+
+        Without them the first `rate()` windows see no data, KEDA reads 0 and the
+        HPA starts by wanting to scale in: a cold Prometheus, which is not what a
+        config change meets in a running cluster. The counters then continue from
+        where this history leaves them.
+        """
+        opening = self.arrivals[: max(1, round(60.0 / self.step_s))]
+        rps = float(opening.mean()) / self.step_s if len(opening) else 0.0
+        pods = self.spec_replicas
+        cpu_rate = pods * self.model.idle_cpu_millicores / 1000.0 + rps * self.model.cpu_per_request_s
+        share = distributions.cdf(self.model.service_time, BUCKETS_S)
+        n = max(1, math.ceil(WARM_HISTORY_S / interval_s))
+        s = self.series
+        for k in range(n, 0, -1):
+            t = -k * interval_s
+            elapsed = (n - k) * interval_s
+            s.served.append(t, rps * elapsed)
+            s.failed.append(t, 0.0)
+            for handle, frac in zip(s.buckets, [*share, 1.0], strict=True):
+                handle.append(t, rps * elapsed * float(frac))
+            s.latency_sum.append(t, rps * elapsed * self.model.service_time.mean_s)
+            s.latency_count.append(t, rps * elapsed)
+            s.cpu.append(t, cpu_rate * elapsed)
+            s.replicas.append(t, pods)
+            s.ready.append(t, pods)
+        total = n * interval_s
+        return _Offsets(
+            served=rps * total,
+            buckets=rps * total * np.append(share, 1.0),
+            latency_sum=rps * total * self.model.service_time.mean_s,
+            cpu=cpu_rate * total,
         )
 
     def _new_id(self) -> int:
@@ -248,13 +297,14 @@ class ServiceSim:
         self.plane.advance_to(self._step_now())
         c = self.plane.counters()
         s = self.series
-        s.served.append(now, c.served_total)
+        o = self._offsets
+        s.served.append(now, o.served + c.served_total)
         s.failed.append(now, c.failed_total)
-        for handle, value in zip(s.buckets, c.latency_bucket, strict=True):
-            handle.append(now, float(value))
-        s.latency_sum.append(now, c.latency_sum_s)
-        s.latency_count.append(now, c.served_total)
-        s.cpu.append(now, c.cpu_seconds_total)
+        for handle, value, base in zip(s.buckets, c.latency_bucket, o.buckets, strict=True):
+            handle.append(now, float(base + value))
+        s.latency_sum.append(now, o.latency_sum + c.latency_sum_s)
+        s.latency_count.append(now, o.served + c.served_total)
+        s.cpu.append(now, o.cpu + c.cpu_seconds_total)
         s.replicas.append(now, self.spec_replicas)
         s.ready.append(now, len(self._ready_pods()))
 
@@ -307,6 +357,8 @@ class ServiceSim:
     # ----------------------------------------------------------------- controllers
 
     def hpa_sync(self) -> None:
+        if self.keda_cfg.paused:
+            return  # KEDA removes the HPA of a paused ScaledObject
         now = self.env.now
         self.plane.advance_to(self._step_now())
         ready = len(self._ready_pods())
