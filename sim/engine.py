@@ -63,30 +63,6 @@ class Pod:
 
 
 @dataclass
-class _Series:
-    """The simulated series one service exposes to the simulated Prometheus."""
-
-    served: SeriesHandle
-    failed: SeriesHandle
-    buckets: list[SeriesHandle]
-    latency_sum: SeriesHandle
-    latency_count: SeriesHandle
-    cpu: SeriesHandle
-    replicas: SeriesHandle
-    ready: SeriesHandle
-
-
-@dataclass(frozen=True)
-class _Offsets:
-    """Counter values the warm history ends at; the run's own counts add to them."""
-
-    served: float
-    buckets: np.ndarray
-    latency_sum: float
-    cpu: float
-
-
-@dataclass
 class _Recorder:
     """Change points of the per-step control series, expanded to arrays at the end."""
 
@@ -159,7 +135,8 @@ class ServiceSim:
         self.recorder = _Recorder(self.n_steps)
         self.series = self._make_series(store)
         self.store = store
-        self._offsets = self._warm_history(scn.controllers.prometheus_scrape_interval_s)
+        self._watched: list[tuple[int, SeriesHandle]] = []
+        self._offsets = np.zeros(len(self.series))
         self._last_logged: dict[str, tuple[Any, ...]] = {}
 
         initial = svc.initial_replicas
@@ -184,19 +161,24 @@ class ServiceSim:
             )
         return FluidPlane(self.model, self.arrivals, self.step_s)
 
-    def _make_series(self, store: SeriesStore) -> _Series:
+    def _make_series(self, store: SeriesStore) -> list[SeriesHandle]:
+        """The series a real cluster would have for this service, in the order `_scrape_values` fills.
+
+        Request counters and the latency histogram carry the scenario's labels
+        (what the app's exporter and the ServiceMonitor produce); CPU and replica
+        series carry the labels cAdvisor and kube-state-metrics use.
+        """
         names = self.svc.metrics
         labels = dict(names.labels)
-        buckets = [store.add_series(f"{names.duration}_bucket", {**labels, "le": _le(b)}) for b in BUCKETS_S]
-        buckets.append(store.add_series(f"{names.duration}_bucket", {**labels, "le": "+Inf"}))
         workload = {"namespace": labels.get("namespace", "default"), "deployment": self.svc.workload.name}
-        return _Series(
-            served=store.add_series(names.requests_total, {**labels, "code": "200"}),
-            failed=store.add_series(names.requests_total, {**labels, "code": "503"}),
-            buckets=buckets,
-            latency_sum=store.add_series(f"{names.duration}_sum", labels),
-            latency_count=store.add_series(f"{names.duration}_count", labels),
-            cpu=store.add_series(
+        bounds = [_le(b) for b in BUCKETS_S] + ["+Inf"]
+        return [
+            store.add_series(names.requests_total, {**labels, "code": "200"}),
+            store.add_series(names.requests_total, {**labels, "code": "503"}),
+            *(store.add_series(f"{names.duration}_bucket", {**labels, "le": le}) for le in bounds),
+            store.add_series(f"{names.duration}_sum", labels),
+            store.add_series(f"{names.duration}_count", labels),
+            store.add_series(
                 "container_cpu_usage_seconds_total",
                 {
                     "namespace": workload["namespace"],
@@ -204,11 +186,33 @@ class ServiceSim:
                     "service": self.name,
                 },
             ),
-            replicas=store.add_series("kube_deployment_spec_replicas", workload),
-            ready=store.add_series("kube_deployment_status_replicas_ready", workload),
-        )
+            store.add_series("kube_deployment_spec_replicas", workload),
+            store.add_series("kube_deployment_status_replicas_ready", workload),
+        ]
 
-    def _warm_history(self, interval_s: float) -> _Offsets:
+    @staticmethod
+    def _scrape_values(
+        served: float,
+        failed: float,
+        buckets: np.ndarray,
+        latency_sum: float,
+        cpu: float,
+        replicas: int,
+        ready: int,
+    ) -> np.ndarray:
+        return np.concatenate(([served, failed], buckets, [latency_sum, served, cpu, replicas, ready]))
+
+    def watch(self, queries: list[Query]) -> None:
+        """Scrape only the series some query reads, and give them history from before t=0.
+
+        Appending the 31 series of every service at every scrape would cost more
+        than the rest of the engine; series no query selects change no decision.
+        """
+        selected = {id(h) for q in queries for sel in q.selectors for h in self.store.select(sel.matchers)}
+        self._watched = [(i, h) for i, h in enumerate(self.series) if id(h) in selected]
+        self._warm_history(self.scn.controllers.prometheus_scrape_interval_s)
+
+    def _warm_history(self, interval_s: float) -> None:
         """Scrapes from before t=0, as if the service had run at its opening traffic for a while.
 
         Without them the first `rate()` windows see no data, KEDA reads 0 and the
@@ -220,28 +224,20 @@ class ServiceSim:
         rps = float(opening.mean()) / self.step_s if len(opening) else 0.0
         pods = self.spec_replicas
         cpu_rate = pods * self.model.idle_cpu_millicores / 1000.0 + rps * self.model.cpu_per_request_s
-        share = distributions.cdf(self.model.service_time, BUCKETS_S)
+        share = np.append(distributions.cdf(self.model.service_time, BUCKETS_S), 1.0)
+        mean_s = self.model.service_time.mean_s
         n = max(1, math.ceil(WARM_HISTORY_S / interval_s))
-        s = self.series
-        for k in range(n, 0, -1):
-            t = -k * interval_s
-            elapsed = (n - k) * interval_s
-            s.served.append(t, rps * elapsed)
-            s.failed.append(t, 0.0)
-            for handle, frac in zip(s.buckets, [*share, 1.0], strict=True):
-                handle.append(t, rps * elapsed * float(frac))
-            s.latency_sum.append(t, rps * elapsed * self.model.service_time.mean_s)
-            s.latency_count.append(t, rps * elapsed)
-            s.cpu.append(t, cpu_rate * elapsed)
-            s.replicas.append(t, pods)
-            s.ready.append(t, pods)
-        total = n * interval_s
-        return _Offsets(
-            served=rps * total,
-            buckets=rps * total * np.append(share, 1.0),
-            latency_sum=rps * total * self.model.service_time.mean_s,
-            cpu=cpu_rate * total,
-        )
+        for k in range(n, -1, -1):
+            done = rps * (n - k) * interval_s
+            values = self._scrape_values(
+                done, 0.0, done * share, done * mean_s, cpu_rate * (n - k) * interval_s, pods, pods
+            )
+            if k == 0:
+                self._offsets = values
+                self._offsets[-2:] = 0.0  # gauges: the run's own values, not offsets
+            else:
+                for i, h in self._watched:
+                    h.append(-k * interval_s, float(values[i]))
 
     def _new_id(self) -> int:
         self.next_pod_id += 1
@@ -296,17 +292,17 @@ class ServiceSim:
         now = self.env.now
         self.plane.advance_to(self._step_now())
         c = self.plane.counters()
-        s = self.series
-        o = self._offsets
-        s.served.append(now, o.served + c.served_total)
-        s.failed.append(now, c.failed_total)
-        for handle, value, base in zip(s.buckets, c.latency_bucket, o.buckets, strict=True):
-            handle.append(now, float(base + value))
-        s.latency_sum.append(now, o.latency_sum + c.latency_sum_s)
-        s.latency_count.append(now, o.served + c.served_total)
-        s.cpu.append(now, o.cpu + c.cpu_seconds_total)
-        s.replicas.append(now, self.spec_replicas)
-        s.ready.append(now, len(self._ready_pods()))
+        values = self._offsets + self._scrape_values(
+            c.served_total,
+            c.failed_total,
+            c.latency_bucket,
+            c.latency_sum_s,
+            c.cpu_seconds_total,
+            self.spec_replicas,
+            len(self._ready_pods()),
+        )
+        for i, h in self._watched:
+            h.append(now, float(values[i]))
 
     def _query_trigger(self, metric_name: str) -> ScalerResult:
         """What KEDA's Prometheus scaler gets back right now: the query over the scraped series."""
@@ -360,7 +356,8 @@ class ServiceSim:
         if self.keda_cfg.paused:
             return  # KEDA removes the HPA of a paused ScaledObject
         now = self.env.now
-        self.plane.advance_to(self._step_now())
+        if self.needs_pod_views:
+            self.plane.advance_to(self._step_now())  # metrics-server reads the data plane
         ready = len(self._ready_pods())
         inputs: list[MetricInput] = []
         first_value: float | None = None
@@ -451,7 +448,6 @@ class ServiceSim:
 
     def keda_poll(self) -> None:
         now = self.env.now
-        self.plane.advance_to(self._step_now())
         decision = keda.poll(
             self.keda_cfg,
             self.keda_state,
@@ -537,6 +533,9 @@ def simulate(scn: LoadedScenario, progress: Callable[[float], None] | None = Non
     store = SeriesStore()
     events: list[tuple[Any, ...]] = []
     sims = [ServiceSim(env, scn, svc, store, events) for svc in scn.services]
+    queries = [q for s in sims for q in s.queries.values()]
+    for s in sims:
+        s.watch(queries)
     step = scn.step_s
     # Phases: scrapes at 0 mod interval, KEDA's first poll at one step, HPA syncs at two steps,
     # so at any instant the series are scraped before a controller reads them.
