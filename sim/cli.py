@@ -61,7 +61,7 @@ def run(
         ) as bar:
             task = bar.add_task("run", total=1.0)
             result = simulate(scn, progress=lambda f: bar.update(task, completed=f))
-    rid = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-s{scn.seed}"
+    rid = run_id or _fresh_run_id(reports / scn.name, f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-s{scn.seed}")
     thresholds = {slo.service: slo.threshold_s * 1000.0 for slo in reversed(scn.slos)}
     target = write_run(result, reports / scn.name / rid, thresholds)
     _print_summary(result.summary)
@@ -120,6 +120,15 @@ def _print_summary(summary: dict) -> None:
     out.print(slos)
 
 
+def _fresh_run_id(parent: Path, base: str) -> str:
+    """A run id no earlier run used: two runs in the same second must not overwrite each other."""
+    rid, n = base, 1
+    while (parent / rid).exists():
+        n += 1
+        rid = f"{base}-{n}"
+    return rid
+
+
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
@@ -127,15 +136,15 @@ def _ms(value: float | None) -> str:
 def main() -> None:
     """Console-script entry point: maps capsim's errors to exit codes."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except InputError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(ExitCode.BAD_INPUT)
     except ExternalError as e:
         err.print(f"[red]external system failed:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(ExitCode.EXTERNAL)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except Exception as e:  # click usage errors carry their own exit code 2
