@@ -1,0 +1,222 @@
+"""Stationary M/G/k formulas: Erlang C, the Allen–Cunneen wait, response-time buckets.
+
+The fluid data plane needs, for every step and pod, the latency distribution
+of a k-worker FIFO queue at the step's utilisation. Closed forms make that
+cheap: the chance of waiting at all is Erlang C (extended to a fractional
+number of servers, because a CPU-bound pod has a fractional number of
+effective workers), the wait of those who do wait is exponential with the
+M/M/k rate kμ−λ slowed by the Allen–Cunneen factor (ca²+cs²)/2, and the
+response time adds an independent service time. Bucket probabilities are
+then tabulated on a utilisation grid, lazily and once per queue shape, so the
+per-step cost is a table look-up.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from sim.dataplane import distributions
+from sim.latency import BUCKETS_S, N_BUCKETS
+from sim.workload.service import Dist
+
+# Above this utilisation a queue's relaxation time is minutes, so its
+# stationary wait would describe a state the system rarely reaches before the
+# load changes; steps at or above it use this row, and sustained overload is
+# carried as explicit backlog by the fluid plane instead.
+RHO_MAX = 0.98
+GRID_POINTS = 2048
+# Service-time quantile points used to convolve the wait with the service time.
+SERVICE_POINTS = 64
+
+
+def erlang_c(servers: float | np.ndarray, offered_erlangs: float | np.ndarray) -> np.ndarray:
+    """P(an arrival waits) in M/M/x, continuous in the number of servers x.
+
+    Uses the incomplete-gamma form of Erlang B, which agrees with the textbook
+    sum at integer x and stays finite for thousands of servers.
+    """
+    x = np.asarray(servers, dtype=float)
+    a = np.asarray(offered_erlangs, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        log_num = x * np.log(a) - a - special.gammaln(x + 1.0)
+        erlang_b = np.exp(log_num) / special.gammaincc(x + 1.0, a)
+        rho = a / x
+        c = erlang_b / (1.0 - rho * (1.0 - erlang_b))
+    return np.where(a <= 0.0, 0.0, np.where(rho >= 1.0, 1.0, np.clip(c, 0.0, 1.0)))
+
+
+def wait_tail_rate(
+    servers: float, rho: np.ndarray, service_mean_s: float, ca2: float, cs2: float
+) -> np.ndarray:
+    """Rate θ of the exponential wait of delayed requests: (kμ−λ) / ((ca²+cs²)/2).
+
+    With P(W>0) = Erlang C this makes the mean wait exactly the Allen–Cunneen
+    approximation, and the exact M/M/k wait when ca² = cs² = 1.
+    """
+    return servers * (1.0 - np.asarray(rho, dtype=float)) / service_mean_s * 2.0 / (ca2 + cs2)
+
+
+def mean_wait_s(servers: float, rho: np.ndarray, service_mean_s: float, ca2: float, cs2: float) -> np.ndarray:
+    """Allen–Cunneen mean wait in queue of an M/G/k (G/G/k) at utilisation ρ < 1."""
+    rho = np.asarray(rho, dtype=float)
+    return erlang_c(servers, rho * servers) / wait_tail_rate(servers, rho, service_mean_s, ca2, cs2)
+
+
+@dataclass(frozen=True)
+class QueueShape:
+    """Everything that fixes a queue's stationary latency apart from its load.
+
+    `servers` is the effective number of workers (fewer than `workers` when the
+    pod's CPU cannot keep all of them running); `scale` stretches the service
+    time when even one worker cannot run at full speed; `pods` > 1 means the
+    queue pools that many pods (least-request balancing) and the table reports
+    per-pod figures. `queue_slots` and `timeout_s` bound the wait.
+    """
+
+    service: Dist
+    servers: float
+    workers: float
+    scale: float
+    ca2: float
+    pods: int
+    queue_slots: int
+    timeout_s: float
+
+
+@functools.lru_cache(maxsize=256)
+def response_table(shape: QueueShape) -> ResponseTable:
+    """One shared table per queue shape: runs and tuning candidates with equal shapes reuse it."""
+    return ResponseTable(shape)
+
+
+class ResponseTable:
+    """Stationary response-time facts of one queue shape on a utilisation grid.
+
+    The wait is capped at `wait_cap_s`, the wait of the last place in the
+    queue (or the timeout): a stationary queue's rare overflow beyond it is
+    counted as served at the cap rather than failed, so failures come only
+    from sustained overload and latency stays continuous as load crosses
+    capacity. Rows are filled on first use: a run visits a few hundred
+    utilisations, so computing the whole grid up front would dominate short runs.
+    """
+
+    def __init__(self, shape: QueueShape) -> None:
+        self.shape = shape
+        self.service_mean_s = shape.service.mean_s * shape.scale
+        self.cs2 = distributions.scv(shape.service)
+        self.capacity_per_s = shape.servers / self.service_mean_s
+        self.wait_cap_s = min(shape.queue_slots / self.capacity_per_s, shape.timeout_s)
+        self.rho_grid = np.linspace(0.0, RHO_MAX, GRID_POINTS)
+        self._index_scale = (GRID_POINTS - 1) / RHO_MAX
+        # Per grid row, what one served request contributes to a StepLedger row:
+        # bucket probabilities, 1 served, mean response time, mean worker-holding time.
+        self.per_request = np.zeros((GRID_POINTS, N_BUCKETS + 3))
+        self.per_request[:, N_BUCKETS] = 1.0
+        self.probs = self.per_request[:, :N_BUCKETS]
+        self.mean_s = self.per_request[:, N_BUCKETS + 1]
+        self.busy_per_pod = np.zeros(GRID_POINTS)
+        self._filled = np.zeros(GRID_POINTS, dtype=bool)
+        mid = (np.arange(SERVICE_POINTS) + 0.5) / SERVICE_POINTS
+        self._service_points = distributions.ppf(shape.service, mid) * shape.scale
+        self._c = np.zeros(GRID_POINTS)
+        self._theta_row = np.zeros(GRID_POINTS)
+
+    def index(self, rho: np.ndarray) -> np.ndarray:
+        """Grid rows nearest to the utilisations `rho` (capped at RHO_MAX), filled if new."""
+        idx = (np.minimum(rho, RHO_MAX) * self._index_scale + 0.5).astype(np.intp)
+        if not self._filled[idx].all():
+            self._fill(np.unique(idx[~self._filled[idx]]))
+        return idx
+
+    def overload_probs(self, row: int, waits_s: np.ndarray) -> np.ndarray:
+        """Bucket probabilities of a request that waits one of `waits_s` (equally likely) behind a backlog.
+
+        On top of that deterministic wait it sees the stochastic wait of the
+        queue at the load of grid row `row`, all capped at `wait_cap_s`.
+        """
+        n = len(waits_s)
+        cdf = self._response_cdf(np.full(n, self._c[row]), np.full(n, self._theta_row[row]), waits_s)
+        return _bucket_probs(cdf.mean(axis=0))
+
+    def overload_mean_s(self, row: int, waits_s: np.ndarray) -> float:
+        """Mean response time of the requests `overload_probs` describes."""
+        room = np.maximum(self.wait_cap_s - waits_s, 0.0)
+        theta = self._theta_row[row]
+        extra = self._c[row] * -np.expm1(-theta * room) / theta
+        return self.service_mean_s + float((waits_s + extra).mean())
+
+    def drain_probs(self, waits_s: np.ndarray) -> np.ndarray:
+        """Bucket probabilities of a request that waits one of `waits_s` and then is served.
+
+        For a terminating pod working off its queue: no new arrivals, so no
+        stochastic wait on top.
+        """
+        shifted = (BUCKETS_S[None, :] - waits_s[:, None]) / self.shape.scale
+        return _bucket_probs(distributions.cdf(self.shape.service, shifted).mean(axis=0))
+
+    def _theta(self, rho: np.ndarray) -> np.ndarray:
+        return wait_tail_rate(self.shape.servers, rho, self.service_mean_s, self.shape.ca2, self.cs2)
+
+    def _fill(self, rows: np.ndarray) -> None:
+        rho = self.rho_grid[rows]
+        s = self.shape
+        c = erlang_c(s.servers, rho * s.servers)
+        theta = self._theta(rho)
+        cdf = self._response_cdf(c, theta, np.zeros(len(rows)))
+        self.probs[rows] = np.apply_along_axis(_bucket_probs, 1, cdf)
+        self.mean_s[rows] = self.service_mean_s + c * -np.expm1(-theta * self.wait_cap_s) / theta
+        busy = self._busy(rho) / s.pods
+        self.busy_per_pod[rows] = busy
+        per_pod_rate = rho * self.capacity_per_s / s.pods
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hold = np.where(rho > 0.0, busy / per_pod_rate, self.service_mean_s)
+        self.per_request[rows, N_BUCKETS + 2] = hold
+        self._c[rows] = c
+        self._theta_row[rows] = theta
+        self._filled[rows] = True
+
+    def _response_cdf(self, c: np.ndarray, theta: np.ndarray, base_wait_s: np.ndarray) -> np.ndarray:
+        """P(response ≤ bucket bound) per row: wait = min(base + W, cap) + service.
+
+        W is 0 with probability 1−c and exponential(θ) otherwise. The atom and
+        the cap use the exact service CDF; only the exponential part is
+        averaged over service-time quantile points.
+        """
+        s = self.shape
+        shifted = BUCKETS_S[None, :] - base_wait_s[:, None]
+        service_cdf = distributions.cdf(s.service, shifted / s.scale)
+        gap = shifted[:, :, None] - self._service_points[None, None, :]
+        room = (self.wait_cap_s - base_wait_s)[:, None, None]
+        inside = (gap >= 0.0) & (gap < room)
+        tail = np.where(inside, np.exp(-theta[:, None, None] * np.where(inside, gap, 0.0)), 0.0).mean(axis=2)
+        return np.clip(service_cdf - c[:, None] * tail, 0.0, 1.0)
+
+    def _busy(self, rho: np.ndarray) -> np.ndarray:
+        """Mean busy workers of the pool: workers hold requests even when the CPU is what limits them.
+
+        Without a CPU bound that is the offered load ρ·k. With one, the pool's
+        number in system moves like a birth–death chain whose departure rate is
+        capped by the effective servers, truncated at the queue limit; a request
+        holds a worker whenever it is among the first `workers` in the system.
+        """
+        s = self.shape
+        if s.servers >= s.workers:
+            return rho * s.servers
+        n = np.arange(int(s.workers) + s.queue_slots + 1)
+        log_rate = np.log(np.maximum(rho, 1e-300) * s.servers)[:, None]
+        log_den = np.concatenate(([0.0], np.cumsum(np.log(np.minimum(n[1:], s.servers)))))
+        log_p = n[None, :] * log_rate - log_den[None, :]
+        log_p -= log_p.max(axis=1, keepdims=True)
+        p = np.exp(log_p)
+        p /= p.sum(axis=1, keepdims=True)
+        return (p * np.minimum(n, s.workers)[None, :]).sum(axis=1)
+
+
+def _bucket_probs(cdf_at_bounds: np.ndarray) -> np.ndarray:
+    """Per-bucket probabilities (+Inf last) from a CDF at the finite bounds, made monotone first."""
+    cdf = np.maximum.accumulate(cdf_at_bounds)
+    return np.diff(np.concatenate(([0.0], cdf, [1.0])))
