@@ -12,7 +12,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sim.errors import ExitCode, ExternalError, InputError
+
+if TYPE_CHECKING:
+    from sim import check as gate_types
 
 app = typer.Typer(
     add_completion=False,
@@ -76,6 +79,111 @@ def schema() -> None:
     from sim.scenario import scenario_json_schema
 
     sys.stdout.write(json.dumps(scenario_json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def check(
+    scenarios: Annotated[list[Path], typer.Argument(help="Scenario files to gate.")],
+    baseline: Annotated[Path, typer.Option(help="Committed baseline.")] = Path("reports/baseline.json"),
+    update_baseline: Annotated[
+        bool, typer.Option("--update-baseline", help="Simulate and (re)write the baseline; no gate.")
+    ] = False,
+    strict: Annotated[bool, typer.Option(help="Also fail on SLOs already broken in the baseline.")] = False,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Seeds per scenario (default: the baseline's, else 3).")
+    ] = None,
+    cost_tolerance: Annotated[float, typer.Option(min=0.0, help="Allowed relative cost increase.")] = 0.05,
+    base_ref: Annotated[
+        str | None,
+        typer.Option(help="Git ref of the base branch: re-simulate it when the baseline is stale."),
+    ] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(help="Write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY)."),
+    ] = None,
+) -> None:
+    """Gate a change: fail (exit 1) when SLOs or cost regress against the committed baseline."""
+    import os
+
+    from sim import check as gate
+
+    def say(msg: str) -> None:
+        err.print(f"[dim]{msg}[/dim]", highlight=False)
+
+    if update_baseline:
+        samples = gate.update_baseline(scenarios, baseline, seeds, say)
+        for s in samples:
+            out.print(f"baseline {s.scenario}: seeds {', '.join(map(str, s.seeds))}")
+        out.print(f"wrote {baseline}", highlight=False, soft_wrap=True)
+        return
+    report = gate.check(
+        scenarios,
+        baseline,
+        n_seeds=seeds,
+        strict=strict,
+        cost_tolerance=cost_tolerance,
+        base_ref=base_ref,
+        progress=say,
+    )
+    _print_check(report)
+    text = gate.markdown(report)
+    if markdown is not None:
+        _write_text(markdown, text)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as f:
+            f.write(text + "\n")
+    if junit is not None:
+        _write_text(junit, gate.junit_xml(report))
+    if not report.passed:
+        raise typer.Exit(ExitCode.GATE_FAILED)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _print_check(report: gate_types.CheckReport) -> None:
+    from sim.check import Verdict, spread
+
+    for sc in report.scenarios:
+        out.print(
+            f"[bold]{sc.scenario}[/bold] — baseline: {sc.baseline_source}", highlight=False, soft_wrap=True
+        )
+        table = Table()
+        for col in ("check", "objective", "baseline", "this change", "Δ", "verdict"):
+            table.add_column(
+                col, no_wrap=col in ("check", "verdict"), justify="right" if col == "Δ" else "left"
+            )
+        details = []
+        for r in sc.rows:
+            fails = r.verdict.fails(report.strict)
+            colour = (
+                "red" if fails else "yellow" if r.verdict.value.endswith(("broken", "noise")) else "green"
+            )
+            objective = "–" if r.objective is None else f"{'≥' if r.kind == 'slo' else '≤'} {r.objective:g}"
+            table.add_row(
+                f"{r.measure} ({r.unit})" if r.kind == "cost" else r.measure,
+                objective,
+                spread(r.base),
+                spread(r.head),
+                "–" if r.delta is None else f"{r.delta:+.3g}",
+                f"[{colour}]{r.verdict.value}[/{colour}]",
+            )
+            if r.verdict not in (Verdict.OK, Verdict.IMPROVED) or r.kind == "cost":
+                details.append(f"  {r.measure}: {r.detail}")
+        # CI logs are not terminals, and rich's 80-column default would truncate the numbers there.
+        (out if out.is_terminal else Console(width=120)).print(table)
+        for line in [*details, *(f"  note: {n}" for n in sc.notes)]:
+            out.print(line, highlight=False, soft_wrap=True)
+    failing = sum(len(sc.failures(report.strict)) for sc in report.scenarios)
+    if report.passed:
+        out.print(f"[green]capsim check passed[/green] ({len(report.scenarios)} scenario(s))")
+    else:
+        out.print(f"[red]capsim check FAILED[/red]: {failing} check(s) regressed")
 
 
 def _print_summary(summary: dict) -> None:
