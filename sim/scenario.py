@@ -30,6 +30,7 @@ from sim.k8s.scaledobject import KIND as SCALEDOBJECT_KIND
 from sim.k8s.workload import WORKLOAD_KINDS, WorkloadView, workload_from_resource
 from sim.k8s.yamlsource import FieldPath, SourceLocation, YamlDocument, load_mapping, validate_model
 from sim.metrics.promql import Query
+from sim.search_space import SpaceError, TuneModel, search_space
 from sim.slo import SLO
 from sim.workload.durations import Duration, PositiveDuration
 from sim.workload.service import Dist, Distribution, LoadBalancing, ServiceModel
@@ -244,6 +245,9 @@ class ScenarioFile(_Model):
     services: list[ServiceEntry] = Field(min_length=1)
     slos: list[SLOModel] = Field(default_factory=list)
     max_failure_ratio: float = Field(default=0.001, ge=0.0, le=1.0)
+    tune: TuneModel | None = Field(
+        default=None, description="what `capsim tune` searches; defaults when absent"
+    )
 
 
 def scenario_json_schema() -> dict[str, Any]:
@@ -309,6 +313,7 @@ class LoadedScenario:
     max_failure_ratio: float
     input_files: tuple[Path, ...]  # every file read, for fingerprints
     warnings: tuple[str, ...] = field(default=())
+    tune: TuneModel = field(default_factory=TuneModel)
 
     def service(self, name: str) -> LoadedService:
         for svc in self.services:
@@ -345,7 +350,7 @@ def load_scenario(path: Path | str) -> LoadedScenario:
         if isinstance(entry.traffic, ReplayTraffic):
             inputs.append(_replay_path(entry.traffic, base_dir))
     hpa = spec.controllers.hpa
-    return LoadedScenario(
+    loaded = LoadedScenario(
         name=spec.name or path.stem,
         description=spec.description,
         file=path,
@@ -371,7 +376,22 @@ def load_scenario(path: Path | str) -> LoadedScenario:
         max_failure_ratio=spec.max_failure_ratio,
         input_files=tuple(inputs),
         warnings=tuple(warnings),
+        tune=spec.tune or TuneModel(),
     )
+    _check_tune(loaded, doc)
+    return loaded
+
+
+def _check_tune(scn: LoadedScenario, doc: YamlDocument) -> None:
+    """The tune block against what was loaded: named services, pools and SLOs exist, ranges fit."""
+    slo_names = [s.name for s in scn.slos]
+    for i, name in enumerate(scn.tune.hard_slos or ()):
+        if name not in slo_names:
+            raise doc.error(("tune", "hard_slos", i), f"no SLO named {name!r}", valid=", ".join(slo_names))
+    try:
+        search_space(scn, scn.tune)
+    except SpaceError as exc:
+        raise doc.error(tuple(exc.field.split(".")), str(exc), valid=exc.valid) from None
 
 
 def _multiple(value: float, unit: float) -> bool:
