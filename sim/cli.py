@@ -66,9 +66,9 @@ def run(
             result = simulate(scn, progress=lambda f: bar.update(task, completed=f))
     rid = run_id or _fresh_run_id(reports / scn.name, f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-s{scn.seed}")
     thresholds = {slo.service: slo.threshold_s * 1000.0 for slo in reversed(scn.slos)}
-    target = write_run(result, reports / scn.name / rid, thresholds)
+    target = write_run(result, reports / scn.name / rid, thresholds, scenario=scn)
     _print_summary(result.summary)
-    out.print(f"report: {target / 'report.md'}")
+    out.print(f"report: {target / 'report.md'} (and report.html)")
     if fail_on_slo and not result.summary["slos_met"]:
         raise typer.Exit(ExitCode.GATE_FAILED)
 
