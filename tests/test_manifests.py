@@ -158,6 +158,10 @@ def test_kustomize_resources_recurse_through_directories(tmp_path: Path) -> None
     )
     write(tmp_path / "app" / "extra.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\n")
     write(
+        tmp_path / "app" / "patch.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: one}\nspec: {replicas: 3}\n",
+    )
+    write(
         tmp_path / "app" / "base" / "kustomization.yml",
         """
         namespace: base-ns
@@ -189,10 +193,11 @@ def test_kustomize_resources_recurse_through_directories(tmp_path: Path) -> None
     two = result.find("Deployment", "two")[0]
     assert two.doc.index == 1
     assert two.doc.line_of(("metadata", "name")) == line_of(two.file, "name: two")
-    assert len(result.files) == 6
+    assert result.find("Deployment", "one")[0].doc.get(("spec", "replicas")) == 3  # the patch applies
+    assert len(result.files) == 7
     ignored = [w for w in result.warnings if "ignored kustomization field" in w]
-    assert len(ignored) == 2  # app (patches, images) and deeper (commonLabels), once each
-    assert any("patches, images" in w for w in ignored)
+    assert len(ignored) == 2  # app (images) and deeper (commonLabels), once each
+    assert any("field(s) images " in w for w in ignored)
     assert any("remote resource" in w for w in result.warnings)
 
 

@@ -156,16 +156,21 @@ def _yaml() -> YAML:
     return yaml
 
 
-def load_documents(path: Path) -> list[YamlDocument]:
-    """Every non-empty document in a YAML file, in order; parse errors become InputError with the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError("file not found", file=path) from exc
-    except IsADirectoryError as exc:
-        raise InputError("expected a YAML file, found a directory", file=path) from exc
-    except UnicodeDecodeError as exc:
-        raise InputError("file is not UTF-8 text", file=path) from exc
+def load_documents(path: Path, text: str | None = None) -> list[YamlDocument]:
+    """Every non-empty document in a YAML file, in order; parse errors become InputError with the line.
+
+    `text`, when given, stands in for the file's content: the manifest writer
+    reads back a planned edit before anything is written.
+    """
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise InputError("file not found", file=path) from exc
+        except IsADirectoryError as exc:
+            raise InputError("expected a YAML file, found a directory", file=path) from exc
+        except UnicodeDecodeError as exc:
+            raise InputError("file is not UTF-8 text", file=path) from exc
     try:
         roots = list(_yaml().load_all(text))
     except MarkedYAMLError as exc:
@@ -177,9 +182,9 @@ def load_documents(path: Path) -> list[YamlDocument]:
     return [YamlDocument(path, i, root) for i, root in enumerate(roots) if root is not None]
 
 
-def load_mapping(path: Path) -> YamlDocument:
+def load_mapping(path: Path, text: str | None = None) -> YamlDocument:
     """A file that must hold exactly one YAML mapping (a scenario, a kustomization)."""
-    docs = load_documents(path)
+    docs = load_documents(path, text)
     if not docs:
         raise InputError("file is empty", file=path, valid="a YAML mapping")
     if len(docs) > 1:
