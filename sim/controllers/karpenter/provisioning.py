@@ -1,0 +1,741 @@
+"""Karpenter's scheduling simulation: which pending pods fit where, and which NodeClaims to create.
+
+One `Provisioner.solve` is one provisioning loop after a batch window closes
+(core pkg/controllers/provisioning/scheduling/scheduler.go `Solve`):
+
+1. Pods are queued by CPU, then memory (both descending), creation time, id.
+2. Each pod tries, in order: existing nodes (initialized first, then by name;
+   in-flight nodes count with their launched type's allocatable) first-fit;
+   then the NodeClaims opened earlier in this loop, fewest pods first; then a
+   fresh NodeClaim from each NodePool in weight order (ties: name descending).
+3. A NodeClaim is a set of candidate instance types that narrows as pods
+   join: a type survives while its labels meet the merged requirements, it has
+   an available offering those requirements allow, and the pods' summed
+   requests plus the DaemonSet overhead for that type fit its allocatable.
+4. A failing pod has its preferences relaxed one step at a time (required
+   OR-terms after the first, preferred anti-affinity, preferred node
+   affinity, ScheduleAnyway spreads, PreferNoSchedule taints); if it still
+   fails it goes to the back of the queue; the loop ends when a full pass
+   makes no progress.
+5. NodePool limits filter the types a fresh NodeClaim may use (capacity of
+   every limited resource within what remains) and each opened NodeClaim
+   takes the largest capacity among its options off the remainder.
+
+Karpenter never binds pods: placements on existing nodes are nominations,
+and the engine's kube-scheduler model binds once nodes are ready.
+
+Speed: identical pods (same requests, requirements, tolerations, no
+topology) share memos of which nodes, claims and pools rejected them: those
+rejections are permanent within a loop because nodes only fill up and limits
+only shrink. Everything else is a few numpy operations over the surviving
+candidate rows of `InstanceIndex`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.controllers.karpenter.config import ProvisioningConfig
+from sim.controllers.karpenter.instance_index import FIT_SLACK, InstanceIndex, OfferingKey
+from sim.controllers.karpenter.requirements import (
+    Requirements,
+    ValueSet,
+    pod_requirements,
+    untolerated,
+)
+from sim.controllers.karpenter.topology import Target, Topology
+from sim.controllers.karpenter.types import (
+    LABEL_CAPACITY_TYPE,
+    LABEL_HOSTNAME,
+    LABEL_NODEPOOL,
+    LABEL_ZONE,
+    RESOURCE_NODES,
+    Node,
+    NodePoolSpec,
+    PodAffinityTerm,
+    PodSpec,
+    Requirement,
+    Resources,
+    TopologySpreadConstraint,
+    WeightedRequirements,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPlan:
+    """A NodeClaim to create: its pods, the instance types it may launch as (cheapest first), why."""
+
+    name: str
+    nodepool: str
+    pod_ids: tuple[str, ...]
+    requirements: Requirements
+    instance_types: tuple[str, ...]
+    requests: Resources
+    min_values_relaxed: bool
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningResult:
+    """Nominations onto existing nodes, NodeClaims to create, and why the rest stay pending."""
+
+    nominations: dict[str, str]
+    claims: tuple[ClaimPlan, ...]
+    unschedulable: dict[str, str]
+    pool_errors: dict[str, str] = field(default_factory=dict)
+
+    def explain(self) -> list[str]:
+        lines = [c.explanation for c in self.claims]
+        for node in sorted(set(self.nominations.values())):
+            count = sum(1 for n in self.nominations.values() if n == node)
+            lines.append(f"{count} pod(s) nominated to existing node {node}")
+        lines.extend(f"pod {pid} stays pending: {why}" for pid, why in sorted(self.unschedulable.items()))
+        return lines
+
+
+def pool_order(pools: Iterable[NodePoolSpec]) -> list[NodePoolSpec]:
+    """Weight descending; ties by name descending (core utils/nodepool OrderByWeight)."""
+    return sorted(pools, key=lambda p: (p.weight, p.name), reverse=True)
+
+
+def sort_pods(pods: Iterable[PodSpec]) -> list[PodSpec]:
+    """CPU then memory request descending, then creation time and id ascending (core scheduling/queue.go)."""
+    return sorted(pods, key=lambda p: (-p.requests.cpu_millicores, -p.requests.memory_mib, p.created_s, p.id))
+
+
+@dataclass
+class _Template:
+    pool: NodePoolSpec
+    order: int
+    requirements: Requirements
+    candidates: np.ndarray
+    daemon: np.ndarray
+    daemon_ports: dict[int, np.ndarray]
+
+
+class Provisioner:
+    """Holds the catalog index and per-NodePool templates across loops; `solve` is pure per call."""
+
+    def __init__(
+        self,
+        index: InstanceIndex,
+        pools: Sequence[NodePoolSpec],
+        daemonsets: Sequence[PodSpec] = (),
+        config: ProvisioningConfig | None = None,
+    ) -> None:
+        names = [p.name for p in pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"NodePool names must be unique, got {names}")
+        self.index = index
+        self.pools = pool_order(pools)
+        self.pools_by_name = {p.name: p for p in self.pools}
+        self.daemonsets = tuple(daemonsets)
+        self.config = config or ProvisioningConfig()
+        self._templates: dict[frozenset[OfferingKey], tuple[list[_Template], dict[str, str]]] = {}
+        self.tolerate_prefer_no_schedule = any(
+            t.effect == "PreferNoSchedule" for p in self.pools for t in p.taints
+        )
+
+    def templates(self, unavailable: frozenset[OfferingKey]) -> tuple[list[_Template], dict[str, str]]:
+        """Usable NodePools (with their candidate types and DaemonSet overhead) and why others are not."""
+        cached = self._templates.get(unavailable)
+        if cached is None:
+            cached = self._templates[unavailable] = self._build_templates(unavailable)
+        return cached
+
+    def _build_templates(self, unavailable: frozenset[OfferingKey]) -> tuple[list[_Template], dict[str, str]]:
+        index = self.index
+        available = index.availability(unavailable)
+        templates: list[_Template] = []
+        errors: dict[str, str] = {}
+        for order, pool in enumerate(self.pools):
+            reqs = (
+                Requirements.of(pool.requirements)
+                .intersect(Requirements.from_labels(pool.labels))
+                .intersect(Requirements.from_labels({LABEL_NODEPOOL: pool.name}))
+            )
+            labels_ok = index.label_mask(reqs)
+            offers_ok = np.isfinite(index.compatible_prices(reqs, available)).any(axis=(1, 2))
+            candidates = np.flatnonzero(labels_ok & offers_ok)
+            if candidates.size == 0:
+                errors[pool.name] = (
+                    f"NodePool {pool.name!r}: its requirements ({reqs.describe()}) leave no instance type "
+                    f"with an available offering ({int(labels_ok.sum())} match the labels)"
+                )
+                continue
+            short = _min_values_shortfall(index, reqs, candidates, available)
+            if short and self.config.min_values_policy == "Strict":
+                errors[pool.name] = f"NodePool {pool.name!r}: {short}"
+                continue
+            daemon, ports = self._daemon_overhead(pool, reqs)
+            templates.append(_Template(pool, order, reqs, candidates, daemon, ports))
+        return templates, errors
+
+    def _daemon_overhead(
+        self, pool: NodePoolSpec, reqs: Requirements
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        index = self.index
+        daemon = np.zeros_like(index.allocatable)
+        ports: dict[int, np.ndarray] = {}
+        for ds in self.daemonsets:
+            if untolerated(pool.taints, ds.tolerations, ignore_prefer_no_schedule=True) is not None:
+                continue
+            mask = np.zeros(len(index.types), dtype=bool)
+            terms = ds.required_affinity or ((),)
+            for i in range(len(terms)):
+                ds_reqs = pod_requirements(ds, terms[i:] if ds.required_affinity else ())
+                if reqs.compatible(ds_reqs) is not None:
+                    continue
+                offered = np.isfinite(index.compatible_prices(ds_reqs, index.offered)).any(axis=(1, 2))
+                mask |= index.label_mask(ds_reqs) & offered
+            daemon[mask] += index.vector(ds.requests)
+            for port in ds.host_ports:
+                ports[port] = ports.get(port, np.zeros(len(index.types), dtype=bool)) | mask
+        return daemon, ports
+
+    def solve(
+        self,
+        pods: Sequence[PodSpec],
+        nodes: Sequence[Node],
+        now_s: float,
+        *,
+        unavailable: Collection[OfferingKey] = frozenset(),
+        exclude: Collection[str] = frozenset(),
+        moving: Collection[str] = frozenset(),
+        consolidation: bool = False,
+    ) -> ProvisioningResult:
+        """One provisioning loop.
+
+        `pods` are the pending pods (plus, for a disruption simulation, the
+        candidates' pods, whose ids are in `moving`); pods on nodes marked for
+        deletion are added automatically, as Karpenter pre-spins their
+        replacements. `exclude` removes nodes from consideration (disruption
+        candidates). `unavailable` are ICE-cached offerings. With
+        `consolidation`, moving pods may not land on nodes still inside their
+        pool's consolidateAfter window (v1.14).
+        """
+        run = _Run(self, nodes, now_s, frozenset(unavailable), frozenset(exclude), consolidation)
+        return run.solve(pods, frozenset(moving))
+
+
+def _min_values_shortfall(
+    index: InstanceIndex, reqs: Requirements, candidates: np.ndarray, available: np.ndarray
+) -> str | None:
+    """Which minValues requirement the candidate set cannot meet, or None."""
+    for key, vs in reqs.sets.items():
+        if vs.min_values is None:
+            continue
+        distinct = _distinct_values(index, key, candidates, available)
+        if distinct < vs.min_values:
+            return f"minValues {vs.min_values} on {key} not met: only {distinct} distinct value(s) remain"
+    return None
+
+
+def _distinct_values(index: InstanceIndex, key: str, candidates: np.ndarray, available: np.ndarray) -> int:
+    if key == LABEL_ZONE:
+        return int(available[candidates].any(axis=(0, 2)).sum())
+    if key == LABEL_CAPACITY_TYPE:
+        return int(available[candidates].any(axis=(0, 1)).sum())
+    codes = index.codes.get(key)
+    if codes is None:
+        return 1
+    values = codes[candidates]
+    return int(np.unique(values[values >= 0]).size)
+
+
+class _Attempt:
+    """A pod's constraints at one relaxation step (Karpenter relaxes a copy; the queue keeps the original)."""
+
+    __slots__ = ("_reqs", "_strict", "anti", "pod", "preferred", "required", "spread", "tolerate_pns")
+
+    def __init__(self, pod: PodSpec, respect_preferences: bool) -> None:
+        self.pod = pod
+        self.required: tuple[tuple[Requirement, ...], ...] = pod.required_affinity
+        prefs = sorted(pod.preferred_affinity, key=lambda w: -w.weight) if respect_preferences else []
+        self.preferred: list[WeightedRequirements] = prefs
+        self.spread: list[TopologySpreadConstraint] = [
+            c for c in pod.topology_spread if respect_preferences or c.when_unsatisfiable == "DoNotSchedule"
+        ]
+        anti = [t for t in pod.anti_affinity if respect_preferences or t.weight is None]
+        self.anti: list[PodAffinityTerm] = sorted(anti, key=lambda t: -(t.weight or 0))
+        self.tolerate_pns = False
+        self._reqs: Requirements | None = None
+        self._strict: Requirements | None = None
+
+    @property
+    def requirements(self) -> Requirements:
+        if self._reqs is None:
+            self._reqs = pod_requirements(
+                self.pod, self.required, tuple(p.requirements for p in self.preferred[:1])
+            )
+        return self._reqs
+
+    @property
+    def strict(self) -> Requirements:
+        if self._strict is None:
+            self._strict = pod_requirements(self.pod, self.required)
+        return self._strict
+
+    def relax(self, tolerate_prefer_no_schedule: bool) -> bool:
+        """One step of core preferences.go `Relax`; False when nothing is left to relax."""
+        self._reqs = self._strict = None
+        if len(self.required) > 1:
+            self.required = self.required[1:]
+            return True
+        preferred_anti = [t for t in self.anti if t.weight is not None]
+        if preferred_anti:
+            self.anti.remove(preferred_anti[0])
+            return True
+        if self.preferred:
+            self.preferred = self.preferred[1:]
+            return True
+        for c in self.spread:
+            if c.when_unsatisfiable == "ScheduleAnyway":
+                self.spread.remove(c)
+                return True
+        if tolerate_prefer_no_schedule and not self.tolerate_pns:
+            self.tolerate_pns = True
+            return True
+        return False
+
+
+@dataclass
+class _Pod:
+    spec: PodSpec
+    request: np.ndarray
+    unknown: list[str]
+    moving: bool
+    from_deleting: bool
+    memo: tuple[object, ...] | None = None
+
+
+@dataclass
+class _Existing:
+    node: Node
+    requirements: Requirements
+    free: np.ndarray
+    ports: set[int]
+    under_consolidate_after: bool
+    initialized: bool
+
+
+@dataclass
+class _Fit:
+    requirements: Requirements
+    candidates: np.ndarray
+    headroom: np.ndarray
+    relaxed_min_values: bool
+
+
+@dataclass
+class _Claim:
+    seq: int
+    template: _Template
+    hostname: str
+    requirements: Requirements
+    candidates: np.ndarray
+    headroom: np.ndarray
+    total: np.ndarray
+    pods: list[_Pod] = field(default_factory=list)
+    ports: set[int] = field(default_factory=set)
+    min_values_relaxed: bool = False
+
+
+class _Run:
+    def __init__(
+        self,
+        prov: Provisioner,
+        nodes: Sequence[Node],
+        now_s: float,
+        unavailable: frozenset[OfferingKey],
+        exclude: frozenset[str],
+        consolidation: bool,
+    ) -> None:
+        self.prov = prov
+        self.index = prov.index
+        self.config = prov.config
+        self.now_s = now_s
+        self.consolidation = consolidation
+        self.templates, self.pool_errors = prov.templates(unavailable)
+        self.available = self.index.availability(unavailable)
+        self.nodes = nodes
+        self.exclude = exclude
+        self.existing: list[_Existing] = []
+        self.deleting_pods: list[PodSpec] = []
+        self.remaining: dict[str, dict[str, float]] = {}
+        for pool in prov.pools:
+            if pool.limits is not None:
+                self.remaining[pool.name] = dict(pool.limits)
+        for node in nodes:
+            if node.name in exclude:
+                continue
+            if node.marked_for_deletion:
+                self.deleting_pods.extend(p for p in node.pods.values() if _reschedulable(p))
+                continue
+            self.existing.append(self._existing(node))
+            rem = self.remaining.get(node.nodepool or "")
+            if rem is not None:
+                for name in rem:
+                    rem[name] -= 1.0 if name == RESOURCE_NODES else node.capacity.get(name)
+        self.existing.sort(key=lambda e: (not e.initialized, e.node.name))
+        self.claims: list[_Claim] = []
+        self._offer_cache: dict[tuple[ValueSet | None, ValueSet | None], np.ndarray] = {}
+        self._merge_cache: dict[tuple[Requirements, Requirements], Requirements | str] = {}
+        self.bad_existing: dict[tuple[object, ...], set[int]] = {}
+        self.bad_claims: dict[tuple[object, ...], set[int]] = {}
+        self.bad_templates: dict[tuple[object, ...], dict[int, str]] = {}
+        self.nominations: dict[str, str] = {}
+        self.claim_of: dict[str, _Claim] = {}
+
+    def _existing(self, node: Node) -> _Existing:
+        free = self.index.vector(node.allocatable) - self.index.vector(node.requested())
+        ports = {port for p in node.pods.values() for port in p.host_ports}
+        under = False
+        pool = self.prov.pools_by_name.get(node.nodepool or "")
+        if self.consolidation and pool is not None:
+            under = _under_consolidate_after(node, pool, self.now_s)
+        return _Existing(
+            node=node,
+            requirements=Requirements.from_labels({**node.labels, LABEL_HOSTNAME: node.name}),
+            free=free,
+            ports=ports,
+            under_consolidate_after=under,
+            initialized=node.is_ready(self.now_s),
+        )
+
+    def solve(self, pods: Sequence[PodSpec], moving: frozenset[str]) -> ProvisioningResult:
+        deleting_ids = {p.id for p in self.deleting_pods}
+        batch = [p for p in pods if p.id not in deleting_ids] + self.deleting_pods
+        zones = set(self.index.zones) | {e.node.zone for e in self.existing}
+        bound = [(p, e.node.zone, e.node.name) for e in self.existing for p in e.node.pods.values()]
+        self.topology = Topology(zones, [e.node.name for e in self.existing], batch, bound)
+        queue: deque[_Pod] = deque(
+            self._pod(p, p.id in moving, p.id in deleting_ids) for p in sort_pods(batch)
+        )
+        last_len: dict[str, int] = {}
+        errors: dict[str, str] = {}
+        while queue:
+            pod = queue[0]
+            if last_len.get(pod.spec.id) == len(queue):
+                break
+            queue.popleft()
+            err = self._try(pod)
+            if err is None:
+                errors.pop(pod.spec.id, None)
+                continue
+            errors[pod.spec.id] = err
+            queue.append(pod)
+            last_len[pod.spec.id] = len(queue)
+        plans = []
+        for claim in self.claims:
+            plan = self._finalize(claim)
+            if isinstance(plan, str):
+                for p in claim.pods:
+                    errors[p.spec.id] = plan
+            else:
+                plans.append(plan)
+        return ProvisioningResult(dict(self.nominations), tuple(plans), errors, dict(self.pool_errors))
+
+    def _pod(self, spec: PodSpec, moving: bool, from_deleting: bool) -> _Pod:
+        pod = _Pod(
+            spec, self.index.vector(spec.requests), self.index.unknown(spec.requests), moving, from_deleting
+        )
+        simple = not (
+            spec.preferred_affinity or spec.host_ports or len(spec.required_affinity) > 1
+        ) and not self.topology.involves(spec)
+        if simple:
+            reqs = pod_requirements(spec, spec.required_affinity)
+            pod.memo = (pod.request.tobytes(), reqs.key, spec.tolerations, moving, from_deleting)
+        return pod
+
+    def _try(self, pod: _Pod) -> str | None:
+        attempt = _Attempt(pod.spec, self.config.preference_policy == "Respect")
+        while True:
+            err = self._add(pod, attempt)
+            if err is None:
+                return None
+            if pod.unknown or not attempt.relax(self.prov.tolerate_prefer_no_schedule):
+                return err
+
+    def _add(self, pod: _Pod, attempt: _Attempt) -> str | None:
+        if pod.unknown:
+            return f"requests {', '.join(pod.unknown)}, which no instance type in the catalog offers"
+        memo = pod.memo
+        if self._add_existing(pod, attempt):
+            return None
+        bad_claims = self.bad_claims.setdefault(memo, set()) if memo is not None else None
+        for claim in sorted(self.claims, key=lambda c: (len(c.pods), c.seq)):
+            if bad_claims is not None and claim.seq in bad_claims:
+                continue
+            fit = self._claim_fit(claim, pod, attempt)
+            if isinstance(fit, _Fit):
+                self._commit(claim, pod, fit)
+                return None
+            if bad_claims is not None:
+                bad_claims.add(claim.seq)
+        return self._add_new(pod, attempt)
+
+    def _add_existing(self, pod: _Pod, attempt: _Attempt) -> bool:
+        memo = pod.memo
+        bad = self.bad_existing.setdefault(memo, set()) if memo is not None else None
+        for i, e in enumerate(self.existing):
+            if bad is not None and i in bad:
+                continue
+            if e.under_consolidate_after and pod.moving and not pod.from_deleting:
+                continue
+            if self._existing_fits(e, pod, attempt):
+                e.free -= pod.request
+                e.ports.update(pod.spec.host_ports)
+                self.topology.record(pod.spec, e.node.zone, e.node.name)
+                self.nominations[pod.spec.id] = e.node.name
+                return True
+            if bad is not None:
+                bad.add(i)
+        return False
+
+    def _existing_fits(self, e: _Existing, pod: _Pod, attempt: _Attempt) -> bool:
+        if untolerated(e.node.taints, pod.spec.tolerations, attempt.tolerate_pns) is not None:
+            return False
+        if e.requirements.compatible(attempt.requirements, allow_undefined_well_known=False) is not None:
+            return False
+        if any(port in e.ports for port in pod.spec.host_ports):
+            return False
+        if not bool(np.all(pod.request <= e.free + FIT_SLACK)):
+            return False
+        if attempt.spread or attempt.anti or self.topology.involves(pod.spec):
+            topo = self.topology.requirements(
+                pod.spec,
+                attempt.spread,
+                attempt.anti,
+                attempt.strict.get(LABEL_ZONE),
+                Target(e.node.name, e.node.zone),
+            )
+            if isinstance(topo, str):
+                return False
+        return True
+
+    def _add_new(self, pod: _Pod, attempt: _Attempt) -> str | None:
+        if not self.templates:
+            return "no NodePool can launch nodes: " + (
+                "; ".join(self.pool_errors.values()) or "there are no NodePools"
+            )
+        memo = pod.memo
+        bad = self.bad_templates.setdefault(memo, {}) if memo is not None else None
+        reasons: list[str] = []
+        for t in self.templates:
+            if bad is not None and t.order in bad:
+                reasons.append(bad[t.order])
+                continue
+            why = self._open(t, pod, attempt)
+            if why is None:
+                return None
+            reason = f"NodePool {t.pool.name!r}: {why}"
+            reasons.append(reason)
+            if bad is not None:
+                bad[t.order] = reason
+        existing = f"did not fit on any of {len(self.existing)} existing node(s)" if self.existing else ""
+        return "; ".join(([existing] if existing else []) + reasons)
+
+    def _open(self, t: _Template, pod: _Pod, attempt: _Attempt) -> str | None:
+        candidates = t.candidates
+        remaining = self.remaining.get(t.pool.name)
+        if remaining is not None:
+            if RESOURCE_NODES in remaining and remaining[RESOURCE_NODES] < 1 - FIT_SLACK:
+                return f"node limit reached (limits.nodes {t.pool.limits[RESOURCE_NODES]:g})"  # type: ignore[index]
+            for name, left in remaining.items():
+                if name == RESOURCE_NODES:
+                    continue
+                pos = self.index.resource_position.get(name)
+                if pos is not None:
+                    candidates = candidates[self.index.capacity[candidates, pos] <= left + FIT_SLACK]
+                elif left < -FIT_SLACK:
+                    candidates = candidates[:0]
+            if candidates.size == 0:
+                return "all instance types exceed its limits (remaining " + _fmt_limits(remaining) + ")"
+        seq = len(self.claims)
+        claim = _Claim(
+            seq=seq,
+            template=t,
+            hostname=f"{t.pool.name}-claim-{seq}",
+            requirements=t.requirements.intersect(
+                Requirements({LABEL_HOSTNAME: ValueSet(False, frozenset((f"{t.pool.name}-claim-{seq}",)))})
+            ),
+            candidates=candidates,
+            headroom=self.index.allocatable[candidates] - t.daemon[candidates],
+            total=np.zeros(len(self.index.resource_names)),
+        )
+        fit = self._claim_fit(claim, pod, attempt)
+        if isinstance(fit, str):
+            return fit
+        self._commit(claim, pod, fit)
+        self.claims.append(claim)
+        if remaining is not None:
+            largest = self.index.capacity[claim.candidates].max(axis=0)
+            for name in remaining:
+                if name == RESOURCE_NODES:
+                    if self.config.exact_node_limit:
+                        remaining[name] -= 1.0
+                    continue
+                pos = self.index.resource_position.get(name)
+                if pos is not None:
+                    remaining[name] -= float(largest[pos])
+        return None
+
+    def _merge(self, base: Requirements, extra: Requirements, well_known: bool = True) -> Requirements | str:
+        key = (base, extra)
+        cached = self._merge_cache.get(key)
+        if cached is None:
+            err = base.compatible(extra, allow_undefined_well_known=well_known)
+            cached = err if err is not None else base.intersect(extra)
+            self._merge_cache[key] = cached
+        return cached
+
+    def _offers(self, reqs: Requirements) -> np.ndarray:
+        key = (reqs.get(LABEL_ZONE), reqs.get(LABEL_CAPACITY_TYPE))
+        mask = self._offer_cache.get(key)
+        if mask is None:
+            mask = np.isfinite(self.index.compatible_prices(reqs, self.available)).any(axis=(1, 2))
+            self._offer_cache[key] = mask
+        return mask
+
+    def _claim_fit(self, claim: _Claim, pod: _Pod, attempt: _Attempt) -> _Fit | str:
+        taint = untolerated(claim.template.pool.taints, pod.spec.tolerations, attempt.tolerate_pns)
+        if taint is not None:
+            return f"does not tolerate taint {taint.key}={taint.value}:{taint.effect}"
+        merged = self._merge(claim.requirements, attempt.requirements)
+        if isinstance(merged, str):
+            return f"incompatible requirements: {merged}"
+        if attempt.spread or attempt.anti or self.topology.involves(pod.spec):
+            topo = self.topology.requirements(
+                pod.spec,
+                attempt.spread,
+                attempt.anti,
+                attempt.strict.get(LABEL_ZONE),
+                Target(claim.hostname, None, merged.get(LABEL_ZONE)),
+            )
+            if isinstance(topo, str):
+                return topo
+            merged2 = self._merge(merged, topo)
+            if isinstance(merged2, str):
+                return f"topology: {merged2}"
+            merged = merged2
+        candidates, headroom = claim.candidates, claim.headroom
+        if merged is not claim.requirements:
+            keep = (self.index.label_mask(merged) & self._offers(merged))[candidates]
+            candidates, headroom = candidates[keep], headroom[keep]
+            if candidates.size == 0:
+                return f"no instance type meets the requirements ({merged.describe()})"
+        if pod.spec.host_ports:
+            if any(port in claim.ports for port in pod.spec.host_ports):
+                return f"host port {sorted(pod.spec.host_ports)} already used on this node"
+            clash = np.zeros(candidates.size, dtype=bool)
+            for port in pod.spec.host_ports:
+                mask = claim.template.daemon_ports.get(port)
+                if mask is not None:
+                    clash |= mask[candidates]
+            candidates, headroom = candidates[~clash], headroom[~clash]
+            if candidates.size == 0:
+                return f"host port(s) {sorted(pod.spec.host_ports)} clash with a DaemonSet on every instance type"
+        ok = np.all(headroom >= pod.request - FIT_SLACK, axis=1)
+        if not ok.any():
+            return self._no_room(claim, pod)
+        candidates, headroom = candidates[ok], headroom[ok] - pod.request
+        relaxed = False
+        if merged.has_min_values():
+            short = _min_values_shortfall(self.index, merged, candidates, self.available)
+            if short is not None:
+                if self.config.min_values_policy == "Strict":
+                    return short
+                relaxed = True
+        return _Fit(merged, candidates, headroom, relaxed)
+
+    def _no_room(self, claim: _Claim, pod: _Pod) -> str:
+        need = claim.total + pod.request
+        names = self.index.resource_names
+        wanted = ", ".join(
+            f"{names[i]}={_fmt_amount(names[i], need[i])}" for i in range(len(names)) if need[i] > 0
+        )
+        if claim.pods:
+            return f"the claim's remaining instance types cannot also hold it ({wanted})"
+        return f"no allowed instance type has room for {wanted} plus DaemonSet overhead"
+
+    def _commit(self, claim: _Claim, pod: _Pod, fit: _Fit) -> None:
+        claim.pods.append(pod)
+        claim.requirements = fit.requirements
+        claim.candidates = fit.candidates
+        claim.headroom = fit.headroom
+        claim.total = claim.total + pod.request
+        claim.ports.update(pod.spec.host_ports)
+        claim.min_values_relaxed = claim.min_values_relaxed or fit.relaxed_min_values
+        zone = fit.requirements.get(LABEL_ZONE)
+        single = (
+            next(iter(zone.values))
+            if zone is not None and not zone.complement and len(zone.values) == 1
+            else None
+        )
+        self.topology.record(pod.spec, single, claim.hostname)
+        self.claim_of[pod.spec.id] = claim
+
+    def _finalize(self, claim: _Claim) -> ClaimPlan | str:
+        index = self.index
+        prices = index.compatible_prices(claim.requirements, self.available)[claim.candidates].min(
+            axis=(1, 2)
+        )
+        order = sorted(
+            range(claim.candidates.size), key=lambda i: (prices[i], index.names[claim.candidates[i]])
+        )
+        ranked = claim.candidates[order][: self.config.max_instance_types]
+        short = _min_values_shortfall(index, claim.requirements, ranked, self.available)
+        if short is not None and self.config.min_values_policy == "Strict":
+            return f"NodePool {claim.template.pool.name!r} cannot meet minValues after truncation: {short}"
+        daemon = claim.template.daemon[ranked].min(axis=0)
+        requests = index.resources(claim.total + daemon)
+        reqs = Requirements({k: v for k, v in claim.requirements.sets.items() if k != LABEL_HOSTNAME})
+        names = tuple(index.names[i] for i in ranked)
+        cheapest = float(prices[order[0]])
+        explanation = (
+            f"NodePool {claim.template.pool.name!r}: new NodeClaim for {len(claim.pods)} pod(s) requesting "
+            f"{_fmt_resources(requests)}; {len(names)} of {claim.template.candidates.size} instance types left "
+            f"after narrowing (cheapest {names[0]} at ${cheapest:.4f}/h)"
+        )
+        return ClaimPlan(
+            name=claim.hostname,
+            nodepool=claim.template.pool.name,
+            pod_ids=tuple(p.spec.id for p in claim.pods),
+            requirements=reqs,
+            instance_types=names,
+            requests=requests,
+            min_values_relaxed=claim.min_values_relaxed,
+            explanation=explanation,
+        )
+
+
+def _reschedulable(pod: PodSpec) -> bool:
+    return pod.owner_kind != "DaemonSet" and not (pod.terminating and pod.owner_kind != "StatefulSet")
+
+
+def _under_consolidate_after(node: Node, pool: NodePoolSpec, now_s: float) -> bool:
+    if pool.consolidate_after_s is None:
+        return False
+    since = node.last_pod_event_s if node.last_pod_event_s is not None else node.ready_s
+    return since is not None and now_s - since < pool.consolidate_after_s
+
+
+def _fmt_amount(name: str, amount: float) -> str:
+    if name == "cpu":
+        return f"{amount:g}m"
+    if name in ("memory", "ephemeral-storage"):
+        return f"{amount:.0f}Mi"
+    return f"{amount:g}"
+
+
+def _fmt_resources(res: Resources) -> str:
+    return ", ".join(f"{n}={_fmt_amount(n, a)}" for n, a in res.items()) or "nothing"
+
+
+def _fmt_limits(remaining: dict[str, float]) -> str:
+    return ", ".join(f"{n}={_fmt_amount(n, a)}" for n, a in sorted(remaining.items()))
