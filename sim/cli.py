@@ -139,6 +139,38 @@ def check(
         raise typer.Exit(ExitCode.GATE_FAILED)
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `capsim run`.")],
+    openmetrics: Annotated[Path, typer.Option("--openmetrics", help="Write OpenMetrics text here.")],
+    start: Annotated[
+        str | None, typer.Option(help="Time of the run's t=0 (ISO 8601 or Unix s; default: now - horizon).")
+    ] = None,
+    run: Annotated[
+        str | None, typer.Option(help="Value of the `run` label (default: <scenario>/<run-id>).")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(min=0.0, help="Seconds between samples (default 30 s or the step).")
+    ] = None,
+) -> None:
+    """Write a run as Prometheus series (real names and labels, plus source="capsim" and run) to backfill."""
+    from sim.export import export_openmetrics, parse_start
+
+    stats = export_openmetrics(
+        run_dir, openmetrics, start=parse_start(start) if start else None, run=run, interval_s=interval
+    )
+    out.print(
+        f"wrote {stats.path}: {stats.series} series, {stats.samples} samples "
+        f'from {stats.start:%Y-%m-%dT%H:%M:%SZ}, run="{stats.run}"',
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"backfill: promtool tsdb create-blocks-from openmetrics {stats.path} <prometheus data dir>",
+        soft_wrap=True,
+    )
+
+
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
