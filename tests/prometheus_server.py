@@ -26,7 +26,7 @@ READY_TIMEOUT_S = 30.0
 
 
 def binaries() -> tuple[str, str]:
-    """Paths of `prometheus` and `promtool`; skips, or fails under CAPSIM_REQUIRE_PROMETHEUS=1, when absent."""
+    """Paths of `prometheus` and `promtool`; skip the test (fail if CAPSIM_REQUIRE_PROMETHEUS=1) without."""
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if prometheus and promtool:
         return prometheus, promtool
