@@ -331,7 +331,7 @@ class TuneRun:
         return [self.baseline, *self.evaluations]
 
     def recommendation(self) -> Evaluation | None:
-        return recommend(self.all(), self.judge, self.scenario.tune.tie_tolerance)
+        return recommend(self.all(), self.judge, self.scenario.tune.tie_tolerance, self.space)
 
     def pareto(self) -> list[Evaluation]:
         return pareto_front(self.all(), self.judge)
@@ -375,6 +375,8 @@ def tune(
             evaluations = _grid(space, state)
         else:
             evaluations = _optuna(space, state, n_trials, cfg.generation, cfg.sampler, cfg.sampler_seed)
+        assert state.baseline is not None
+        evaluations += _simplify([state.baseline, *evaluations], space, state, cfg.tie_tolerance)
     finally:
         executor.close()
     assert state.baseline is not None
@@ -540,11 +542,69 @@ def _same(a: Evaluation, b: Evaluation, judge: Judge) -> bool:
     return a.cost_month_usd == b.cost_month_usd and a.margin(judge) == b.margin(judge)
 
 
-def recommend(evaluations: Sequence[Evaluation], judge: Judge, tie_tolerance: float) -> Evaluation | None:
-    """The cheapest feasible config; costs within `tie_tolerance` of it go to the one with least churn."""
+def changed(ev: Evaluation, space: SearchSpace) -> list[str]:
+    """The dimensions whose value differs from the shipped config (the fields a PR would touch)."""
+    if ev.number == BASELINE:
+        return []
+    out = []
+    for d in space.dimensions:
+        value = ev.params.get(d.name)
+        if value is None or d.current is None:
+            continue
+        same = (
+            str(value) == str(d.current)
+            if isinstance(value, str) or isinstance(d.current, str)
+            else math.isclose(float(value), float(d.current), abs_tol=1e-9)
+        )
+        if not same:
+            out.append(d.name)
+    return out
+
+
+def recommend(
+    evaluations: Sequence[Evaluation], judge: Judge, tie_tolerance: float, space: SearchSpace
+) -> Evaluation | None:
+    """The cheapest feasible config.
+
+    Costs within `tie_tolerance` of the cheapest count as equal; among those the
+    one changing fewest manifest fields wins (a smaller PR to review), then the
+    one with least scale-event churn, then the earliest evaluated.
+    """
     feasible = [e for e in evaluations if e.feasible(judge)]
     if not feasible:
         return None
     cheapest = min(e.cost_month_usd for e in feasible)
     close = [e for e in feasible if e.cost_month_usd <= cheapest * (1.0 + tie_tolerance)]
-    return min(close, key=lambda e: (e.scale_events, e.cost_month_usd, e.number))
+    return min(close, key=lambda e: (len(changed(e, space)), e.scale_events, e.cost_month_usd, e.number))
+
+
+def _simplify(
+    evaluations: list[Evaluation], space: SearchSpace, state: _State, tie_tolerance: float
+) -> list[Evaluation]:
+    """Try the recommendation with each changed field put back, then with every harmless revert at once.
+
+    A search leaves incidental changes (a maxReplicaCount raised where it never
+    binds); reverting them keeps the PR to the fields that matter. Two fixed
+    generations, so the outcome is as deterministic as the search.
+    """
+    judge = state.ctx.judge
+    best = recommend(evaluations, judge, tie_tolerance, space)
+    if best is None:
+        return []
+    names = changed(best, space)
+    if not names:
+        return []
+    current = space.current()
+    singles = [{**best.params, name: current[name]} for name in names]
+    state.total += len(singles)
+    number = max(e.number for e in evaluations) + 1
+    out = state.run_generation(singles, number)
+    limit = best.cost_month_usd * (1.0 + tie_tolerance)
+    harmless = [
+        n for n, ev in zip(names, out, strict=True) if ev.feasible(judge) and ev.cost_month_usd <= limit
+    ]
+    if len(harmless) >= 2:
+        state.total += 1
+        combined = {**best.params, **{n: current[n] for n in harmless}}
+        out += state.run_generation([combined], number + len(singles))
+    return out
