@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,21 @@ from sim.latency import quantile
 from sim.report import write_run
 from tests import prometheus_server as prom
 from tests import simple_scenario as ss
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "capsim-vs-real.json"
+
+
+def _dashboard_queries(variables: dict[str, str]) -> list[tuple[str, str]]:
+    """(legend, PromQL) of every panel target, with the dashboard's variables filled in."""
+    out = []
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for name, value in variables.items():
+                expr = expr.replace(f"${name}", value)
+            out.append((target["legendFormat"], expr))
+    return out
+
 
 START = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 RUN = "spike/r1"
@@ -142,3 +158,24 @@ def test_round_trip_through_a_real_prometheus(run_dir: Path, tmp_path: Path) -> 
             r["metric"]["label_node_kubernetes_io_instance_type"]: float(r["value"][1]) for r in by_type
         }
         assert counts_at == {"m6i.large": 2.0, "c6i.xlarge": 2.0}
+
+        # Every simulated panel of the shipped Grafana dashboard finds the exported series.
+        variables = {"namespace": "dev", "deployment": "api", "service": "api", "run": RUN}
+        for legend, expr in _dashboard_queries(variables):
+            if legend.startswith("simulated"):
+                assert server.query(expr, t0 + 600), f"dashboard query found nothing: {expr}"
+
+
+def test_dashboard_pairs_real_and_simulated_in_every_panel() -> None:
+    import promql_parser
+
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert panels
+    for panel in panels:
+        legends = [t["legendFormat"] for t in panel["targets"]]
+        assert any(x.startswith("real") for x in legends) and any(x.startswith("simulated") for x in legends)
+    for legend, expr in _dashboard_queries(
+        {"namespace": "dev", "deployment": "api", "service": "api", "run": ".*"}
+    ):
+        promql_parser.parse(expr)
+        assert ('source="capsim"' in expr) == legend.startswith("simulated")
