@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sim.cli_tune import apply_cmd, pr_cmd, tune_cmd
 from sim.errors import ExitCode, ExternalError, InputError
 
 if TYPE_CHECKING:
@@ -271,6 +272,11 @@ def _fresh_run_id(parent: Path, base: str) -> str:
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
+
+
+app.command("tune")(tune_cmd)
+app.command("apply")(apply_cmd)
+app.command("pr")(pr_cmd)
 
 
 def main() -> None:

@@ -140,7 +140,7 @@ class DaskExecutor:
         ctx_future = self._scattered[1]
         futures = {self._client.submit(fn, ctx_future, t, pure=False): i for i, t in enumerate(tasks)}
         try:
-            for fut in as_completed(futures):
+            for fut in as_completed(list(futures), loop=self._client.loop):
                 yield futures[fut], fut.result()
         except (OSError, TimeoutError) as exc:
             raise ExternalError(f"the Dask cluster at {self.address} failed: {exc}") from exc

@@ -595,16 +595,19 @@ def _simplify(
     if not names:
         return []
     current = space.current()
-    singles = [{**best.params, name: current[name]} for name in names]
+    reverts = {name: {**best.params, name: current[name]} for name in names}
+    singles = [p for p in reverts.values() if _key(p) not in state.seen]
     state.total += len(singles)
     number = max(e.number for e in evaluations) + 1
     out = state.run_generation(singles, number)
     limit = best.cost_month_usd * (1.0 + tie_tolerance)
     harmless = [
-        n for n, ev in zip(names, out, strict=True) if ev.feasible(judge) and ev.cost_month_usd <= limit
+        n
+        for n, p in reverts.items()
+        if state.seen[_key(p)].feasible(judge) and state.seen[_key(p)].cost_month_usd <= limit
     ]
-    if len(harmless) >= 2:
+    combined = {**best.params, **{n: current[n] for n in harmless}}
+    if len(harmless) >= 2 and _key(combined) not in state.seen:
         state.total += 1
-        combined = {**best.params, **{n: current[n] for n in harmless}}
         out += state.run_generation([combined], number + len(singles))
     return out
