@@ -1,28 +1,29 @@
 """The fluid data plane: per-pod queues advanced a whole control interval at a time.
 
-Each step every ready pod receives its share of the step's arrivals. While a
-pod keeps up, its latency is the stationary M/G/k response time at the step's
-utilisation (a table look-up, see `queueing`). When a step brings more
-requests than the pod can serve, the excess is carried as backlog (a Lindley
-recursion on the counts): requests behind it wait its drain time, and what
-would overflow the queue limit or wait past the timeout fails.
+Each step every ready pod receives its share of the step's arrivals. Two
+things describe a pod's queue:
 
-Behind a backlog the stochastic part of the wait is held at the utilisation
-the pod had before the backlog formed. A saturated queue is long because of
-the backlog, not because of stationary fluctuations at utilisation ~1, which
-a queue only reaches after its relaxation time (minutes); adding those on top
-would report seconds of latency the moment load crosses capacity.
+- its stationary-equivalent state, which gives the stochastic part of the
+  latency: the M/G/k response time (a table look-up, see `queueing`) at the
+  utilisation the pod's queue has reached. The state follows the load with
+  the queue's own relaxation time (pointwise-stationary fluid flow), so a
+  pod just below capacity does not jump to its long-run stationary wait, and
+  one just above it does not look better than one just below;
+- a deterministic backlog, the count of requests beyond what the pod could
+  serve (a Lindley recursion on the counts): requests behind it wait its
+  drain time on top, and what would overflow the queue limit or wait past
+  the timeout fails.
 
-Utilisation comes from the traffic rate when the engine passes it
-(`rates_per_s`), counts still drive served/failed/backlog: the M/G/k formulas
+The stationary state is driven by the traffic rate when the engine passes it
+(`rates_per_s`), counts drive served/failed/backlog: the M/G/k formulas
 already model Poisson fluctuation, so feeding them the noisy per-step count
 would count that noise twice and bias latency upwards at high utilisation.
 
 Pods under random or round-robin balancing are identical except for their
-backlog, so pods with the same CPU and state are kept as one group and
-computed once; least-request balancing pools all pods into one queue.
-Fluid counts are expectations, so they are floats; conservation (offered =
-served + failed + backlog) holds in the arithmetic.
+state, so pods with the same CPU and state are kept as one group and computed
+once; least-request balancing pools all pods into one queue. Fluid counts are
+expectations, so they are floats; conservation (offered = served + failed +
+backlog) holds in the arithmetic.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from sim.dataplane.plane import (
     check_pods,
     cpu_worker_limit,
 )
-from sim.dataplane.queueing import RHO_MAX, QueueShape, ResponseTable, response_table
+from sim.dataplane.queueing import QueueShape, ResponseTable, response_table
 from sim.latency import N_BUCKETS
 from sim.workload.service import ServiceModel
 
@@ -67,11 +68,14 @@ class _Group:
     capacity_per_s: float  # per pod
     backlog_cap: float  # per pod: the queue limit, or the backlog that waits the timeout
     backlog: float = 0.0  # per pod, beyond the stationary queue
-    rho_held: float = 0.0  # utilisation of the stochastic wait behind a backlog
+    in_system: float = 0.0  # per pod, the stationary-equivalent state
 
-    @property
-    def key(self) -> tuple[float | None, float, float]:
-        return (self.cores, self.backlog, self.rho_held)
+    def same_state(self, other: _Group) -> bool:
+        return (
+            self.cores == other.cores
+            and self.backlog == other.backlog
+            and abs(self.in_system - other.in_system) <= 1e-9 * (1.0 + self.in_system)
+        )
 
 
 @dataclass
@@ -144,9 +148,9 @@ class FluidPlane:
         else:
             keyed: dict[tuple[float | None, float, float], list[int]] = {}
             for pid, c in zip(pods, pod_cores, strict=True):
-                state = (old[pid].backlog, old[pid].rho_held) if pid in old else (0.0, 0.0)
+                state = (old[pid].backlog, old[pid].in_system) if pid in old else (0.0, 0.0)
                 keyed.setdefault((c, *state), []).append(pid)
-            self._groups = [self._group(ids, c, b, r) for (c, b, r), ids in keyed.items()]
+            self._groups = [self._group(ids, c, b, q) for (c, b, q), ids in keyed.items()]
 
     def advance_to(self, step_index: int) -> None:
         led = self._led
@@ -181,7 +185,7 @@ class FluidPlane:
     def outputs(self) -> StepOutputs:
         return self._led.outputs()
 
-    def _group(self, ids: list[int], cores: float | None, backlog: float, rho_held: float) -> _Group:
+    def _group(self, ids: list[int], cores: float | None, backlog: float, in_system: float) -> _Group:
         m = self.model
         servers, scale = _servers_and_scale(m, cores)
         ca2 = 1.0 / self._n_ready if m.load_balancing == "round_robin" else 1.0
@@ -190,13 +194,13 @@ class FluidPlane:
         )
         capacity = servers / (m.service_time.mean_s * scale)
         return _Group(
-            ids, cores, response_table(shape), capacity, self._backlog_cap(capacity), backlog, rho_held
+            ids, cores, response_table(shape), capacity, self._backlog_cap(capacity), backlog, in_system
         )
 
     def _pool(self, ids: list[int], cores: list[float | None], old: dict[int, _Group]) -> _Group:
         """Least-request balancing keeps every pod's queue about equally short: one pooled queue.
 
-        Staying pods bring their share of the pool's backlog; new pods bring none.
+        Staying pods bring their share of the pool's backlog and queue; new pods bring none.
         """
         m = self.model
         n = len(ids)
@@ -209,10 +213,10 @@ class FluidPlane:
         )
         staying = [old[pid] for pid in ids if pid in old]
         backlog = sum(g.backlog for g in staying) / n
-        rho_held = staying[0].rho_held if staying else 0.0
+        in_system = sum(g.in_system for g in staying) / n
         group_cores = cores[0] if len(set(cores)) == 1 else None
         return _Group(
-            ids, group_cores, response_table(shape), capacity, self._backlog_cap(capacity), backlog, rho_held
+            ids, group_cores, response_table(shape), capacity, self._backlog_cap(capacity), backlog, in_system
         )
 
     def _backlog_cap(self, capacity_per_s: float) -> float:
@@ -221,27 +225,23 @@ class FluidPlane:
     def _advance_group(
         self, g: _Group, per_pod: np.ndarray, load_per_pod: np.ndarray, s0: int, s1: int
     ) -> None:
+        table = g.table
+        g.in_system, rhos = table.relax(g.in_system, load_per_pod.tolist(), self._led.step_s)
+        rows = table.index(np.array(rhos))
         capacity_step = g.capacity_per_s * self._led.step_s
         if g.backlog == 0.0 and per_pod.max() <= capacity_step:
-            self._advance_stationary(g, per_pod, load_per_pod / capacity_step, slice(s0, s1))
+            # The pods keep up: every arrival is served, latency straight from the table.
+            served = per_pod * len(g.ids)
+            self._led.block[s0:s1, :PER_REQUEST_COLUMNS] += table.per_request[rows] * served[:, None]
             return
         for t in range(s0, s1):
-            self._backlog_step(g, float(per_pod[t - s0]), float(load_per_pod[t - s0]), t, capacity_step)
+            self._backlog_step(g, float(per_pod[t - s0]), int(rows[t - s0]), t, capacity_step)
 
-    def _advance_stationary(self, g: _Group, per_pod: np.ndarray, rho: np.ndarray, window: slice) -> None:
-        """Steps in which the group's pods keep up: every arrival is served, latency from the table."""
-        table = g.table
-        served = per_pod * len(g.ids)
-        self._led.block[window, :PER_REQUEST_COLUMNS] += table.per_request[table.index(rho)] * served[:, None]
-        g.rho_held = min(float(rho[-1]), RHO_MAX)
-
-    def _backlog_step(self, g: _Group, arrived: float, load: float, t: int, capacity_step: float) -> None:
+    def _backlog_step(self, g: _Group, arrived: float, row: int, t: int, capacity_step: float) -> None:
         """One step of a pod that has a backlog or gets more arrivals than it can serve."""
         table = g.table
         size = len(g.ids)
         b0 = g.backlog
-        rho = load / capacity_step
-        row, held_row = (int(i) for i in table.index(np.array([rho, g.rho_held])))
         excess = b0 + arrived - capacity_step
         b1 = min(max(excess, 0.0), g.backlog_cap)
         failed = max(excess - g.backlog_cap, 0.0)
@@ -255,13 +255,11 @@ class FluidPlane:
         hist = rest * table.probs[row]
         latency_sum = rest * table.mean_s[row]
         if behind > 0.0:
-            hist = hist + behind * table.overload_probs(held_row, waits)
-            latency_sum += behind * table.overload_mean_s(held_row, waits)
+            hist = hist + behind * table.overload_probs(row, waits)
+            latency_sum += behind * table.overload_mean_s(row, waits)
         workers = table.shape.workers / table.shape.pods
         busy = phase * workers + (1.0 - phase) * table.busy_per_pod[row]
         g.backlog = b1
-        if b1 == 0.0:
-            g.rho_held = min(rho, RHO_MAX)
         out = self._led.block[t]
         out[:N_BUCKETS] += hist * size
         out[SERVED] += served * size
@@ -271,13 +269,14 @@ class FluidPlane:
         out[BACKLOG] += b1 * size
 
     def _merge_groups(self) -> None:
-        merged: dict[tuple[float | None, float, float], _Group] = {}
+        merged: list[_Group] = []
         for g in self._groups:
-            if g.key in merged:
-                merged[g.key].ids.extend(g.ids)
+            twin = next((m for m in merged if m.same_state(g)), None)
+            if twin is None:
+                merged.append(g)
             else:
-                merged[g.key] = g
-        self._groups = list(merged.values())
+                twin.ids.extend(g.ids)
+        self._groups = merged
 
     def _drain(self, s0: int, s1: int) -> None:
         """Terminating pods serve their backlog at full capacity; what is left at the deadline fails."""

@@ -13,6 +13,7 @@ per-step cost is a table look-up.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass
 
@@ -29,8 +30,9 @@ from sim.workload.service import Dist
 # carried as explicit backlog by the fluid plane instead.
 RHO_MAX = 0.98
 GRID_POINTS = 2048
-# Service-time quantile points used to convolve the wait with the service time.
-SERVICE_POINTS = 64
+# Cells of the wait integral that convolves the exponential wait with the service time.
+WAIT_POINTS = 32
+_WAIT_EDGES = np.linspace(0.0, 1.0, WAIT_POINTS + 1)
 
 
 def erlang_c(servers: float | np.ndarray, offered_erlangs: float | np.ndarray) -> np.ndarray:
@@ -100,30 +102,35 @@ class ResponseTable:
     queue (or the timeout): a stationary queue's rare overflow beyond it is
     counted as served at the cap rather than failed, so failures come only
     from sustained overload and latency stays continuous as load crosses
-    capacity. Rows are filled on first use: a run visits a few hundred
-    utilisations, so computing the whole grid up front would dominate short runs.
+    capacity. Cheap columns (Erlang C, the wait's tail rate, the mean number
+    in system) cover the whole grid; bucket probabilities are filled on first
+    use, since a run visits a few hundred utilisations and computing them all
+    up front would dominate short runs. Figures are per pod.
     """
 
     def __init__(self, shape: QueueShape) -> None:
         self.shape = shape
         self.service_mean_s = shape.service.mean_s * shape.scale
         self.cs2 = distributions.scv(shape.service)
-        self.capacity_per_s = shape.servers / self.service_mean_s
-        self.wait_cap_s = min(shape.queue_slots / self.capacity_per_s, shape.timeout_s)
+        self.capacity_per_s = shape.servers / self.service_mean_s / shape.pods
+        self.wait_cap_s = min(shape.queue_slots / shape.pods / self.capacity_per_s, shape.timeout_s)
         self.rho_grid = np.linspace(0.0, RHO_MAX, GRID_POINTS)
         self._index_scale = (GRID_POINTS - 1) / RHO_MAX
+        self._c = erlang_c(shape.servers, self.rho_grid * shape.servers)
+        self._theta_row = self._theta(self.rho_grid)
+        mean_wait_s = self._c * -np.expm1(-self._theta_row * self.wait_cap_s) / self._theta_row
+        # Mean requests in the pod (in service on effective servers, plus waiting), by Little's law.
+        self.in_system = self.rho_grid * self.capacity_per_s * (self.service_mean_s + mean_wait_s)
         # Per grid row, what one served request contributes to a StepLedger row:
         # bucket probabilities, 1 served, mean response time, mean worker-holding time.
         self.per_request = np.zeros((GRID_POINTS, N_BUCKETS + 3))
         self.per_request[:, N_BUCKETS] = 1.0
+        self.per_request[:, N_BUCKETS + 1] = self.service_mean_s + mean_wait_s
         self.probs = self.per_request[:, :N_BUCKETS]
         self.mean_s = self.per_request[:, N_BUCKETS + 1]
         self.busy_per_pod = np.zeros(GRID_POINTS)
         self._filled = np.zeros(GRID_POINTS, dtype=bool)
-        mid = (np.arange(SERVICE_POINTS) + 0.5) / SERVICE_POINTS
-        self._service_points = distributions.ppf(shape.service, mid) * shape.scale
-        self._c = np.zeros(GRID_POINTS)
-        self._theta_row = np.zeros(GRID_POINTS)
+        self._relaxation: dict[float, tuple[list[float], list[float]]] = {}
 
     def index(self, rho: np.ndarray) -> np.ndarray:
         """Grid rows nearest to the utilisations `rho` (capped at RHO_MAX), filled if new."""
@@ -131,6 +138,35 @@ class ResponseTable:
         if not self._filled[idx].all():
             self._fill(np.unique(idx[~self._filled[idx]]))
         return idx
+
+    def relax(self, in_system: float, arrivals: list[float], step_s: float) -> tuple[float, list[float]]:
+        """Advance the pod's stationary-equivalent queue over steps with these expected arrivals.
+
+        Pointwise-stationary fluid flow: the pod holds `in_system` requests on
+        average and serves at the rate the stationary queue holding that many
+        would, so its queue (and latency) takes the queue's own relaxation
+        time to follow a change of load; one backward-Euler step per step.
+        Arrivals count at most RHO_MAX of capacity: what exceeds capacity is
+        the plane's deterministic backlog, not stationary fluctuation.
+        Returns the final state and the utilisation of each step.
+        """
+        lookup = self._relaxation.get(step_s)
+        if lookup is None:
+            capacity = self.capacity_per_s * step_s
+            lookup = ((self.in_system + capacity * self.rho_grid).tolist(), self.in_system.tolist())
+            self._relaxation[step_s] = lookup
+        balance, held = lookup
+        ceiling = RHO_MAX * self.capacity_per_s * step_s
+        top = GRID_POINTS - 1
+        rhos = []
+        for arrived in arrivals:
+            target = in_system + min(arrived, ceiling)
+            i = bisect.bisect_left(balance, target, 1, top)
+            lo, hi = balance[i - 1], balance[i]
+            frac = min(max((target - lo) / (hi - lo), 0.0), 1.0)
+            in_system = held[i - 1] + frac * (held[i] - held[i - 1])
+            rhos.append((i - 1 + frac) / self._index_scale)
+        return in_system, rhos
 
     def overload_probs(self, row: int, waits_s: np.ndarray) -> np.ndarray:
         """Bucket probabilities of a request that waits one of `waits_s` (equally likely) behind a backlog.
@@ -163,37 +199,44 @@ class ResponseTable:
 
     def _fill(self, rows: np.ndarray) -> None:
         rho = self.rho_grid[rows]
-        s = self.shape
-        c = erlang_c(s.servers, rho * s.servers)
-        theta = self._theta(rho)
-        cdf = self._response_cdf(c, theta, np.zeros(len(rows)))
+        cdf = self._response_cdf(self._c[rows], self._theta_row[rows], np.zeros(len(rows)))
         self.probs[rows] = np.apply_along_axis(_bucket_probs, 1, cdf)
-        self.mean_s[rows] = self.service_mean_s + c * -np.expm1(-theta * self.wait_cap_s) / theta
-        busy = self._busy(rho) / s.pods
+        busy = self._busy(rho) / self.shape.pods
         self.busy_per_pod[rows] = busy
-        per_pod_rate = rho * self.capacity_per_s / s.pods
         with np.errstate(invalid="ignore", divide="ignore"):
-            hold = np.where(rho > 0.0, busy / per_pod_rate, self.service_mean_s)
+            hold = np.where(rho > 0.0, busy / (rho * self.capacity_per_s), self.service_mean_s)
         self.per_request[rows, N_BUCKETS + 2] = hold
-        self._c[rows] = c
-        self._theta_row[rows] = theta
         self._filled[rows] = True
 
     def _response_cdf(self, c: np.ndarray, theta: np.ndarray, base_wait_s: np.ndarray) -> np.ndarray:
-        """P(response ≤ bucket bound) per row: wait = min(base + W, cap) + service.
+        """P(response ≤ bucket bound) per row: response = base + min(W, room) + service.
 
-        W is 0 with probability 1−c and exponential(θ) otherwise. The atom and
-        the cap use the exact service CDF; only the exponential part is
-        averaged over service-time quantile points.
+        W is 0 with probability 1−c and exponential(θ) otherwise; `room` is
+        what is left of the wait cap after the base wait. The delayed part is
+        integrated over the wait against the exact service CDF, which is
+        smooth there (a deterministic service time, whose CDF is a step, gets
+        the closed form instead).
         """
         s = self.shape
-        shifted = BUCKETS_S[None, :] - base_wait_s[:, None]
-        service_cdf = distributions.cdf(s.service, shifted / s.scale)
-        gap = shifted[:, :, None] - self._service_points[None, None, :]
-        room = (self.wait_cap_s - base_wait_s)[:, None, None]
-        inside = (gap >= 0.0) & (gap < room)
-        tail = np.where(inside, np.exp(-theta[:, None, None] * np.where(inside, gap, 0.0)), 0.0).mean(axis=2)
-        return np.clip(service_cdf - c[:, None] * tail, 0.0, 1.0)
+        shifted = BUCKETS_S[None, :] - base_wait_s[:, None]  # [rows, bounds]
+        room = np.maximum(self.wait_cap_s - base_wait_s, 0.0)[:, None]
+        theta = theta[:, None]
+        if self.cs2 == 0.0:
+            slack = shifted - self.service_mean_s
+            delayed = np.where(slack >= room, 1.0, np.where(slack >= 0.0, -np.expm1(-theta * slack), 0.0))
+            service_cdf = (shifted >= self.service_mean_s).astype(float)
+        else:
+            # Midpoint rule over [0, min(bound, room)] in the wait, each cell
+            # weighted by its exact exponential mass; the cap's atom added on.
+            upper = np.clip(np.minimum(shifted, room), 0.0, None)[:, :, None]
+            edges = upper * _WAIT_EDGES
+            mass = -np.diff(np.exp(-theta[:, :, None] * edges), axis=2)
+            mids = 0.5 * (edges[:, :, 1:] + edges[:, :, :-1])
+            inner = (distributions.cdf(s.service, (shifted[:, :, None] - mids) / s.scale) * mass).sum(axis=2)
+            at_cap = np.exp(-theta * room) * distributions.cdf(s.service, (shifted - room) / s.scale)
+            delayed = inner + np.where(room < shifted, at_cap, 0.0)
+            service_cdf = distributions.cdf(s.service, shifted / s.scale)
+        return np.clip((1.0 - c[:, None]) * service_cdf + c[:, None] * delayed, 0.0, 1.0)
 
     def _busy(self, rho: np.ndarray) -> np.ndarray:
         """Mean busy workers of the pool: workers hold requests even when the CPU is what limits them.
