@@ -366,6 +366,16 @@ def _resolve(change: FieldChange, data: Any) -> FieldPath:
     return tuple(path)
 
 
+def field_value(resource: Resource, path: str) -> Any:
+    """The built object's value at a writer path (`[name=app]` steps allowed); None when absent.
+
+    For before/after tables: what the simulator reads is what the writer changes.
+    """
+    data = resource.doc.plain()
+    change = FieldChange(resource.api_version, resource.kind, resource.name, path, None)
+    return _get(data, _resolve(change, data))[1]
+
+
 def _get(data: Any, path: FieldPath) -> tuple[bool, Any]:
     node = data
     for part in path:
@@ -387,10 +397,31 @@ def _leaves(change: FieldChange, root: _Root, resource: Resource) -> list[_Leaf]
             for key, child in value.items():
                 add((*path, str(key)), child)
             return
+        if isinstance(value, list) and exists and _same_shape(current, value):
+            # Item by item: the list's comments and quoting survive, only changed items show in the diff.
+            for i, item in enumerate(value):
+                add((*path, i), item)
+            return
         out.append(_Leaf(change, root, resource, path, _coerce(resource, path, exists, current, value)))
 
     add(_resolve(change, data), change.value)
     return out
+
+
+def _same_shape(current: Any, value: list[Any]) -> bool:
+    """Whether setting the list item by item (and mappings key by key) yields exactly `value`."""
+    if not isinstance(current, list) or len(current) != len(value):
+        return False
+    for old, new in zip(current, value, strict=True):
+        if isinstance(old, dict) or isinstance(new, dict):
+            same = isinstance(old, dict) and isinstance(new, dict) and set(old) == set(new)
+        elif isinstance(old, list) or isinstance(new, list):
+            same = isinstance(old, list) and isinstance(new, list) and _same_shape(old, new)
+        else:
+            same = True
+        if not same:
+            return False
+    return True
 
 
 def _coerce(resource: Resource, path: FieldPath, exists: bool, current: Any, value: Any) -> Any:
