@@ -168,7 +168,7 @@ class InstanceIndex:
         for name, zone, ct in unavailable:
             i = self.position.get(name)
             if i is not None and zone in zone_pos and ct in CAPACITY_TYPES:
-                cube[i, zone_pos[zone], CAPACITY_TYPES.index(ct)] = False  # type: ignore[arg-type]
+                cube[i, zone_pos[zone], CAPACITY_TYPES.index(ct)] = False
         return cube
 
     def compatible_prices(self, reqs: Requirements, available: np.ndarray) -> np.ndarray:

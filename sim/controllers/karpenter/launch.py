@@ -75,7 +75,7 @@ def launch(
 ) -> Launch | LaunchFailure:
     """Choose the instance for `plan`; `insufficient_capacity` says whether EC2 refuses an offering now."""
     config = config or LaunchConfig()
-    index = prov.index
+    index = prov.index_for(plan.nodepool)
     blocked = frozenset(unavailable)
     available = index.availability(blocked)
     rows = np.array([index.position[n] for n in plan.instance_types], dtype=np.intp)
@@ -177,7 +177,7 @@ def _launched(
     n_overrides: int,
     refused: tuple[OfferingKey, ...],
 ) -> Launch:
-    index = prov.index
+    index = prov.index_for(plan.nodepool)
     pool = prov.pools_by_name[plan.nodepool]
     templates, _ = prov.templates(frozenset())
     template = next((t for t in templates if t.pool.name == pool.name), None)

@@ -34,13 +34,14 @@ candidate rows of `InstanceIndex`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sim.controllers.karpenter.config import ProvisioningConfig
 from sim.controllers.karpenter.instance_index import FIT_SLACK, InstanceIndex, OfferingKey
+from sim.controllers.karpenter.lifecycle import under_consolidate_after
 from sim.controllers.karpenter.requirements import (
     Requirements,
     ValueSet,
@@ -54,6 +55,7 @@ from sim.controllers.karpenter.types import (
     LABEL_NODEPOOL,
     LABEL_ZONE,
     RESOURCE_NODES,
+    InstanceType,
     Node,
     NodePoolSpec,
     PodAffinityTerm,
@@ -111,6 +113,8 @@ def sort_pods(pods: Iterable[PodSpec]) -> list[PodSpec]:
 class _Template:
     pool: NodePoolSpec
     order: int
+    index: InstanceIndex
+    available: np.ndarray
     requirements: Requirements
     candidates: np.ndarray
     daemon: np.ndarray
@@ -122,23 +126,41 @@ class Provisioner:
 
     def __init__(
         self,
-        index: InstanceIndex,
+        catalog: Mapping[str, Sequence[InstanceType]] | Sequence[InstanceType],
         pools: Sequence[NodePoolSpec],
         daemonsets: Sequence[PodSpec] = (),
         config: ProvisioningConfig | None = None,
     ) -> None:
+        """`catalog` is one instance list for every pool, or one per EC2NodeClass name (a pool's
+        `node_class`), since allocatable depends on the node class's kubelet settings."""
         names = [p.name for p in pools]
         if len(set(names)) != len(names):
             raise ValueError(f"NodePool names must be unique, got {names}")
-        self.index = index
         self.pools = pool_order(pools)
         self.pools_by_name = {p.name: p for p in self.pools}
         self.daemonsets = tuple(daemonsets)
         self.config = config or ProvisioningConfig()
+        by_class: Mapping[str, Sequence[InstanceType]] = (
+            catalog if isinstance(catalog, Mapping) else {p.node_class: catalog for p in self.pools}
+        )
+        extended = {n for types in by_class.values() for it in types for n in it.allocatable.extended}
+        extended |= {n for ds in self.daemonsets for n in ds.requests.extended}
+        built: dict[int, InstanceIndex] = {}
+        self.indexes: dict[str, InstanceIndex] = {}
+        for node_class, types in by_class.items():
+            if id(types) not in built:
+                built[id(types)] = InstanceIndex(types, extended)
+            self.indexes[node_class] = built[id(types)]
+        self.index = next(iter(built.values()), None) or InstanceIndex((), extended)
+        """Any of the indexes: they share one resource layout, used for pod and node vectors."""
         self._templates: dict[frozenset[OfferingKey], tuple[list[_Template], dict[str, str]]] = {}
         self.tolerate_prefer_no_schedule = any(
             t.effect == "PreferNoSchedule" for p in self.pools for t in p.taints
         )
+
+    def index_for(self, pool: str) -> InstanceIndex:
+        """The instance types (with that node class's allocatable) a NodePool launches."""
+        return self.indexes[self.pools_by_name[pool].node_class]
 
     def templates(self, unavailable: frozenset[OfferingKey]) -> tuple[list[_Template], dict[str, str]]:
         """Usable NodePools (with their candidate types and DaemonSet overhead) and why others are not."""
@@ -148,11 +170,16 @@ class Provisioner:
         return cached
 
     def _build_templates(self, unavailable: frozenset[OfferingKey]) -> tuple[list[_Template], dict[str, str]]:
-        index = self.index
-        available = index.availability(unavailable)
         templates: list[_Template] = []
         errors: dict[str, str] = {}
         for order, pool in enumerate(self.pools):
+            index = self.indexes.get(pool.node_class)
+            if index is None or not index.types:
+                errors[pool.name] = (
+                    f"NodePool {pool.name!r}: node class {pool.node_class!r} has no instance types"
+                )
+                continue
+            available = index.availability(unavailable)
             reqs = (
                 Requirements.of(pool.requirements)
                 .intersect(Requirements.from_labels(pool.labels))
@@ -171,14 +198,13 @@ class Provisioner:
             if short and self.config.min_values_policy == "Strict":
                 errors[pool.name] = f"NodePool {pool.name!r}: {short}"
                 continue
-            daemon, ports = self._daemon_overhead(pool, reqs)
-            templates.append(_Template(pool, order, reqs, candidates, daemon, ports))
+            daemon, ports = self._daemon_overhead(index, pool, reqs)
+            templates.append(_Template(pool, order, index, available, reqs, candidates, daemon, ports))
         return templates, errors
 
     def _daemon_overhead(
-        self, pool: NodePoolSpec, reqs: Requirements
+        self, index: InstanceIndex, pool: NodePoolSpec, reqs: Requirements
     ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        index = self.index
         daemon = np.zeros_like(index.allocatable)
         ports: dict[int, np.ndarray] = {}
         for ds in self.daemonsets:
@@ -361,7 +387,6 @@ class _Run:
         self.now_s = now_s
         self.consolidation = consolidation
         self.templates, self.pool_errors = prov.templates(unavailable)
-        self.available = self.index.availability(unavailable)
         self.nodes = nodes
         self.exclude = exclude
         self.existing: list[_Existing] = []
@@ -383,7 +408,7 @@ class _Run:
                     rem[name] -= 1.0 if name == RESOURCE_NODES else node.capacity.get(name)
         self.existing.sort(key=lambda e: (not e.initialized, e.node.name))
         self.claims: list[_Claim] = []
-        self._offer_cache: dict[tuple[ValueSet | None, ValueSet | None], np.ndarray] = {}
+        self._offer_cache: dict[tuple[int, ValueSet | None, ValueSet | None], np.ndarray] = {}
         self._merge_cache: dict[tuple[Requirements, Requirements], Requirements | str] = {}
         self.bad_existing: dict[tuple[object, ...], set[int]] = {}
         self.bad_claims: dict[tuple[object, ...], set[int]] = {}
@@ -397,7 +422,7 @@ class _Run:
         under = False
         pool = self.prov.pools_by_name.get(node.nodepool or "")
         if self.consolidation and pool is not None:
-            under = _under_consolidate_after(node, pool, self.now_s)
+            under = under_consolidate_after(node, pool, self.now_s)
         return _Existing(
             node=node,
             requirements=Requirements.from_labels({**node.labels, LABEL_HOSTNAME: node.name}),
@@ -410,7 +435,7 @@ class _Run:
     def solve(self, pods: Sequence[PodSpec], moving: frozenset[str]) -> ProvisioningResult:
         deleting_ids = {p.id for p in self.deleting_pods}
         batch = [p for p in pods if p.id not in deleting_ids] + self.deleting_pods
-        zones = set(self.index.zones) | {e.node.zone for e in self.existing}
+        zones = {z for t in self.templates for z in t.index.zones} | {e.node.zone for e in self.existing}
         bound = [(p, e.node.zone, e.node.name) for e in self.existing for p in e.node.pods.values()]
         self.topology = Topology(zones, [e.node.name for e in self.existing], batch, bound)
         queue: deque[_Pod] = deque(
@@ -549,9 +574,9 @@ class _Run:
             for name, left in remaining.items():
                 if name == RESOURCE_NODES:
                     continue
-                pos = self.index.resource_position.get(name)
+                pos = t.index.resource_position.get(name)
                 if pos is not None:
-                    candidates = candidates[self.index.capacity[candidates, pos] <= left + FIT_SLACK]
+                    candidates = candidates[t.index.capacity[candidates, pos] <= left + FIT_SLACK]
                 elif left < -FIT_SLACK:
                     candidates = candidates[:0]
             if candidates.size == 0:
@@ -565,7 +590,7 @@ class _Run:
                 Requirements({LABEL_HOSTNAME: ValueSet(False, frozenset((f"{t.pool.name}-claim-{seq}",)))})
             ),
             candidates=candidates,
-            headroom=self.index.allocatable[candidates] - t.daemon[candidates],
+            headroom=t.index.allocatable[candidates] - t.daemon[candidates],
             total=np.zeros(len(self.index.resource_names)),
         )
         fit = self._claim_fit(claim, pod, attempt)
@@ -574,13 +599,13 @@ class _Run:
         self._commit(claim, pod, fit)
         self.claims.append(claim)
         if remaining is not None:
-            largest = self.index.capacity[claim.candidates].max(axis=0)
+            largest = t.index.capacity[claim.candidates].max(axis=0)
             for name in remaining:
                 if name == RESOURCE_NODES:
                     if self.config.exact_node_limit:
                         remaining[name] -= 1.0
                     continue
-                pos = self.index.resource_position.get(name)
+                pos = t.index.resource_position.get(name)
                 if pos is not None:
                     remaining[name] -= float(largest[pos])
         return None
@@ -594,11 +619,11 @@ class _Run:
             self._merge_cache[key] = cached
         return cached
 
-    def _offers(self, reqs: Requirements) -> np.ndarray:
-        key = (reqs.get(LABEL_ZONE), reqs.get(LABEL_CAPACITY_TYPE))
+    def _offers(self, t: _Template, reqs: Requirements) -> np.ndarray:
+        key = (t.order, reqs.get(LABEL_ZONE), reqs.get(LABEL_CAPACITY_TYPE))
         mask = self._offer_cache.get(key)
         if mask is None:
-            mask = np.isfinite(self.index.compatible_prices(reqs, self.available)).any(axis=(1, 2))
+            mask = np.isfinite(t.index.compatible_prices(reqs, t.available)).any(axis=(1, 2))
             self._offer_cache[key] = mask
         return mask
 
@@ -625,7 +650,8 @@ class _Run:
             merged = merged2
         candidates, headroom = claim.candidates, claim.headroom
         if merged is not claim.requirements:
-            keep = (self.index.label_mask(merged) & self._offers(merged))[candidates]
+            t = claim.template
+            keep = (t.index.label_mask(merged) & self._offers(t, merged))[candidates]
             candidates, headroom = candidates[keep], headroom[keep]
             if candidates.size == 0:
                 return f"no instance type meets the requirements ({merged.describe()})"
@@ -639,14 +665,15 @@ class _Run:
                     clash |= mask[candidates]
             candidates, headroom = candidates[~clash], headroom[~clash]
             if candidates.size == 0:
-                return f"host port(s) {sorted(pod.spec.host_ports)} clash with a DaemonSet on every instance type"
+                ports = sorted(pod.spec.host_ports)
+                return f"host port(s) {ports} clash with a DaemonSet on every instance type"
         ok = np.all(headroom >= pod.request - FIT_SLACK, axis=1)
         if not ok.any():
             return self._no_room(claim, pod)
         candidates, headroom = candidates[ok], headroom[ok] - pod.request
         relaxed = False
         if merged.has_min_values():
-            short = _min_values_shortfall(self.index, merged, candidates, self.available)
+            short = _min_values_shortfall(claim.template.index, merged, candidates, claim.template.available)
             if short is not None:
                 if self.config.min_values_policy == "Strict":
                     return short
@@ -681,15 +708,15 @@ class _Run:
         self.claim_of[pod.spec.id] = claim
 
     def _finalize(self, claim: _Claim) -> ClaimPlan | str:
-        index = self.index
-        prices = index.compatible_prices(claim.requirements, self.available)[claim.candidates].min(
+        index = claim.template.index
+        prices = index.compatible_prices(claim.requirements, claim.template.available)[claim.candidates].min(
             axis=(1, 2)
         )
         order = sorted(
             range(claim.candidates.size), key=lambda i: (prices[i], index.names[claim.candidates[i]])
         )
         ranked = claim.candidates[order][: self.config.max_instance_types]
-        short = _min_values_shortfall(index, claim.requirements, ranked, self.available)
+        short = _min_values_shortfall(index, claim.requirements, ranked, claim.template.available)
         if short is not None and self.config.min_values_policy == "Strict":
             return f"NodePool {claim.template.pool.name!r} cannot meet minValues after truncation: {short}"
         daemon = claim.template.daemon[ranked].min(axis=0)
@@ -699,8 +726,8 @@ class _Run:
         cheapest = float(prices[order[0]])
         explanation = (
             f"NodePool {claim.template.pool.name!r}: new NodeClaim for {len(claim.pods)} pod(s) requesting "
-            f"{_fmt_resources(requests)}; {len(names)} of {claim.template.candidates.size} instance types left "
-            f"after narrowing (cheapest {names[0]} at ${cheapest:.4f}/h)"
+            f"{_fmt_resources(requests)}; {len(names)} of {claim.template.candidates.size} instance types "
+            f"left after narrowing (cheapest {names[0]} at ${cheapest:.4f}/h)"
         )
         return ClaimPlan(
             name=claim.hostname,
@@ -716,13 +743,6 @@ class _Run:
 
 def _reschedulable(pod: PodSpec) -> bool:
     return pod.owner_kind != "DaemonSet" and not (pod.terminating and pod.owner_kind != "StatefulSet")
-
-
-def _under_consolidate_after(node: Node, pool: NodePoolSpec, now_s: float) -> bool:
-    if pool.consolidate_after_s is None:
-        return False
-    since = node.last_pod_event_s if node.last_pod_event_s is not None else node.ready_s
-    return since is not None and now_s - since < pool.consolidate_after_s
 
 
 def _fmt_amount(name: str, amount: float) -> str:
