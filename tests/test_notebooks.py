@@ -1,0 +1,46 @@
+"""Every notebook in notebooks/ runs top to bottom (smoke mode: CAPSIM_SMOKE=1) through a real kernel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SMOKE_BUDGET_S = 30.0
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_mode(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPSIM_SMOKE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    book = nbformat.read(path, as_version=4)
+    code = [c.source for c in book.cells if c.cell_type == "code"]
+    assert not any("subprocess" in src or "!capsim" in src for src in code), "notebooks use the Python API"
+    client = NotebookClient(
+        book, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
+    started = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - started
+    errors = [
+        out
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
+    assert not errors
+    assert (
+        any(
+            out.get("output_type") in ("display_data", "execute_result")
+            and "image/png" in out.get("data", {})
+            for cell in book.cells
+            for out in cell.get("outputs", [])
+        )
+        or "tuning" in path.stem
+    ), "a capacity notebook shows at least one plot"
+    assert elapsed < SMOKE_BUDGET_S, f"{path.name} took {elapsed:.1f} s in smoke mode"
