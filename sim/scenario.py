@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
+from sim.cluster import LoadedCluster, load_cluster
 from sim.controllers.autoscaling import HPAControllerConfig
 from sim.controllers.scaledobject import ScaledObjectSpec
 from sim.errors import InputError
@@ -224,6 +225,109 @@ class LatencyWindowSLOModel(_Model):
 SLOModel = Annotated[LatencySLOModel | LatencyWindowSLOModel, Field(discriminator="kind")]
 
 
+# --- cluster (nodes, Karpenter) -----------------------------------------------------------------
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+PerHour = Annotated[float, Field(ge=0.0)]
+
+
+class DaemonSetModel(_Model):
+    """A DaemonSet on every node (or on the listed NodePools): its pod's requests count against each node."""
+
+    name: str = Field(pattern=_NAME, max_length=63)
+    cpu: CpuMillicores = Field(default=0.0, description="the DaemonSet pod's CPU request")
+    memory: MemoryMiB = Field(default=0.0, description="the DaemonSet pod's memory request")
+    nodepools: list[str] | None = Field(
+        default=None, description="only nodes of these NodePools run it; default every node"
+    )
+
+
+class ReplicaSeriesModel(_Model):
+    """Replica counts over time (a step function), e.g. exported from kube-state-metrics."""
+
+    path: str = Field(min_length=1, description="CSV file, relative to the scenario file")
+    time_column: str = Field(default="time_s", description="seconds since the start of the run")
+    replicas_column: str = Field(default="replicas", description="replica count from that time on")
+
+
+class BackgroundWorkloadModel(_Model):
+    """Pods of other tenants of a NodePool: they take room on its nodes and are disrupted with them."""
+
+    name: str = Field(pattern=_NAME, max_length=63)
+    nodepool: str = Field(description="the NodePool its pods run on (they tolerate its taints)")
+    cpu: CpuMillicores = Field(description="CPU request per pod")
+    memory: MemoryMiB = Field(description="memory request per pod")
+    replicas: int | None = Field(default=None, ge=0, description="a fixed replica count")
+    replica_series: ReplicaSeriesModel | None = Field(
+        default=None, description="replica counts over time, instead of a fixed count"
+    )
+
+    @model_validator(mode="after")
+    def _one_count(self) -> BackgroundWorkloadModel:
+        if (self.replicas is None) == (self.replica_series is None):
+            raise ValueError("give either replicas or replica_series")
+        return self
+
+
+class ClusterModel(_Model):
+    """The nodes the services run on: Karpenter NodePools over an instance catalog, and what they cost.
+
+    Without this block pods run on unlimited free capacity.
+    """
+
+    nodepools: Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]] = Field(
+        description="kustomization directories or files holding the NodePools and EC2NodeClasses, "
+        "relative to gitops_root (e.g. k8s/karpenter)"
+    )
+    catalog: str | None = Field(
+        default=None,
+        description="instance catalog CSV (relative to the scenario file) with the bundled file's columns; "
+        "default: the bundled AWS us-east-1 catalog",
+    )
+    region: str = Field(default="us-east-1", min_length=1, description="the region label nodes get")
+    zones: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["us-east-1a", "us-east-1b", "us-east-1c"],
+        min_length=1,
+        description="availability zones with subnets; every instance type is offered in each",
+    )
+    prices: str | None = Field(
+        default=None,
+        description="price file (CSV: instance_type, capacity_type, zone (optional), price_usd_per_hour), "
+        "relative to the scenario file; overrides catalog and estimated spot prices",
+    )
+    commitment_discount: Fraction = Field(
+        default=0.0,
+        description="fraction off on-demand prices for Savings Plans, reserved instances or an enterprise "
+        "discount (not applied to spot)",
+    )
+    spot_discount: Fraction | dict[str, Fraction] | None = Field(
+        default=None,
+        description="fraction off on-demand for spot: one number, or a map of instance type, family, "
+        "category or 'default' to a fraction (most specific wins); default: estimates per category "
+        "(0.50-0.68, see sim/catalog/pricing.py)",
+    )
+    spot_interruption_rate: PerHour | dict[str, PerHour] | None = Field(
+        default=None,
+        description="spot interruptions per node-hour: one number, or a map like spot_discount; default "
+        "7.0e-5/h (5% of instances a month), 2.2e-4/h for GPU and accelerator types (15% a month)",
+    )
+    daemonsets: list[DaemonSetModel] = Field(
+        default_factory=list, description="DaemonSets whose requests every node carries"
+    )
+    node_launch: DistModel = Field(
+        default_factory=lambda: DistModel(distribution="lognormal", mean=45.0, cv=0.3),
+        description="NodeClaim created -> node Ready and initialized; default lognormal, mean 45 s, cv 0.3",
+    )
+    cold_image_pull: DistModel = Field(
+        default_factory=lambda: DistModel(distribution="lognormal", mean=10.0, cv=0.5),
+        description="extra startup of the first pod of an image on a new node; default lognormal, "
+        "mean 10 s, cv 0.5",
+    )
+    background: list[BackgroundWorkloadModel] = Field(
+        default_factory=list, description="other tenants' pods per NodePool (fixed or a replica series)"
+    )
+
+
 # --- the file ------------------------------------------------------------------------------------
 
 
@@ -247,6 +351,9 @@ class ScenarioFile(_Model):
     max_failure_ratio: float = Field(default=0.001, ge=0.0, le=1.0)
     tune: TuneModel | None = Field(
         default=None, description="what `capsim tune` searches; defaults when absent"
+    )
+    cluster: ClusterModel | None = Field(
+        default=None, description="simulate nodes (Karpenter) and their cost; absent: unlimited free capacity"
     )
 
 
@@ -314,6 +421,7 @@ class LoadedScenario:
     input_files: tuple[Path, ...]  # every file read, for fingerprints
     warnings: tuple[str, ...] = field(default=())
     tune: TuneModel = field(default_factory=TuneModel)
+    cluster: LoadedCluster | None = None  # None: pods run on unlimited capacity
 
     def service(self, name: str) -> LoadedService:
         for svc in self.services:
@@ -349,6 +457,9 @@ def load_scenario(path: Path | str) -> LoadedScenario:
         warnings.extend(w for w in service.manifests.warnings if w not in warnings)
         if isinstance(entry.traffic, ReplayTraffic):
             inputs.append(_replay_path(entry.traffic, base_dir))
+    cluster = None
+    if spec.cluster is not None:
+        cluster = load_cluster(spec.cluster, doc.sub(("cluster",)), gitops_root, services, inputs, warnings)
     hpa = spec.controllers.hpa
     loaded = LoadedScenario(
         name=spec.name or path.stem,
@@ -377,6 +488,7 @@ def load_scenario(path: Path | str) -> LoadedScenario:
         input_files=tuple(inputs),
         warnings=tuple(warnings),
         tune=spec.tune or TuneModel(),
+        cluster=cluster,
     )
     _check_tune(loaded, doc)
     return loaded

@@ -37,7 +37,8 @@ def test_demo_scenarios_load_without_warnings(path: Path) -> None:
     scenario = load_scenario(path)
     assert scenario.name == path.stem
     assert scenario.horizon_s <= 86400.0  # the demo stays quick
-    assert scenario.warnings == ()
+    # The only notes allowed: EC2NodeClass/NodePool fields capsim does not model (role, subnets, ...).
+    assert [w for w in scenario.warnings if "/k8s/karpenter/" not in w] == []
     for service in scenario.services:
         assert service.queries  # every demo ScaledObject scales on a Prometheus query
         assert min(service.scaled_object.min_replica_count or 1, 1) <= service.initial_replicas
