@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 import tempfile
@@ -50,9 +49,19 @@ def value_of(root: Path, kind: str, name: str, path: str) -> Any:
 
 # (file, change, text before, text after): the fragment is unique in the file.
 EDITS = [
-    ("scaledobject.yaml", so("styles", "spec.pollingInterval", 15), "Interval: 30      #", "Interval: 15      #"),
+    (
+        "scaledobject.yaml",
+        so("styles", "spec.pollingInterval", 15),
+        "Interval: 30      #",
+        "Interval: 15      #",
+    ),
     ("scaledobject.yaml", so("styles", "spec.cooldownPeriod", 120), "Period:    300", "Period:    120"),
-    ("scaledobject.yaml", so("styles", "spec.maxReplicaCount", 25), "maxReplicaCount: 10", "maxReplicaCount: 25"),
+    (
+        "scaledobject.yaml",
+        so("styles", "spec.maxReplicaCount", 25),
+        "maxReplicaCount: 10",
+        "maxReplicaCount: 25",
+    ),
     ("scaledobject.yaml", so("styles", "spec.fallback.replicas", 8), "replicas: 6}", "replicas: 8}"),
     (
         "scaledobject.yaml",
@@ -68,7 +77,11 @@ EDITS = [
     ),
     (
         "scaledobject.yaml",
-        so("styles", "spec.triggers[0].metadata.query", 'sum(rate(http_requests_total{service="styles"}[5m]))\n'),
+        so(
+            "styles",
+            "spec.triggers[0].metadata.query",
+            'sum(rate(http_requests_total{service="styles"}[5m]))\n',
+        ),
         "[2m]))",
         "[5m]))",
     ),
@@ -78,7 +91,12 @@ EDITS = [
         'query: |\n          sum(rate(http_requests_total{service="styles"}[2m]))\n',
         "query: |-\n          sum(rate(x[1m]))\n",
     ),
-    ("scaledobject.yaml", so("styles", "spec.triggers[1].metadata.value", 65), 'value: "70"   ', 'value: "65"   '),
+    (
+        "scaledobject.yaml",
+        so("styles", "spec.triggers[1].metadata.value", 65),
+        'value: "70"   ',
+        'value: "65"   ',
+    ),
     (
         "scaledobject.yaml",
         so("styles", "spec.advanced.restoreToOriginalReplicaCount", True),
@@ -104,7 +122,11 @@ EDITS = [
 INSERTS = [
     (
         "scaledobject.yaml",
-        so("styles", "spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds", 60),
+        so(
+            "styles",
+            "spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds",
+            60,
+        ),
         "    restoreToOriginalReplicaCount: false\n",
         "    restoreToOriginalReplicaCount: false\n"
         "    horizontalPodAutoscalerConfig:\n"
@@ -151,7 +173,9 @@ def _golden(tree: Path, file: str, change: FieldChange, before: str, after: str,
 
 
 @pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
-@pytest.mark.parametrize(("file", "change", "before", "after"), EDITS + INSERTS, ids=lambda v: getattr(v, "path", None))
+@pytest.mark.parametrize(
+    ("file", "change", "before", "after"), EDITS + INSERTS, ids=lambda v: getattr(v, "path", None)
+)
 def test_only_the_value_changes(
     tree: Path, file: str, change: FieldChange, before: str, after: str, crlf: bool
 ) -> None:
@@ -160,7 +184,9 @@ def test_only_the_value_changes(
 
 def test_setting_the_current_values_changes_nothing(tree: Path) -> None:
     path = tree / "styles" / "scaledobject.yaml"
-    plan = plan_changes(path, [so("styles", "spec.maxReplicaCount", 10), so("styles", "spec.fallback", {"replicas": 6})])
+    plan = plan_changes(
+        path, [so("styles", "spec.maxReplicaCount", 10), so("styles", "spec.fallback", {"replicas": 6})]
+    )
     assert plan.files == ()
     assert plan.diff() == ""
 
@@ -172,11 +198,17 @@ def test_several_inserts_under_one_new_mapping_share_it(tree: Path) -> None:
         path,
         [
             so("styles", f"{behavior}.scaleDown.stabilizationWindowSeconds", 60),
-            so("styles", f"{behavior}.scaleUp.policies", [{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+            so(
+                "styles",
+                f"{behavior}.scaleUp.policies",
+                [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+            ),
         ],
     )
     plan.apply()
-    data = load_manifests([path]).resources[0].doc.plain()["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
+    data = (
+        load_manifests([path]).resources[0].doc.plain()["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
+    )
     assert data["behavior"] == {
         "scaleDown": {"stabilizationWindowSeconds": 60},
         "scaleUp": {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]},
@@ -216,7 +248,11 @@ def test_field_paths() -> None:
 @pytest.mark.parametrize(
     ("file", "change", "reason"),
     [
-        ("styles/scaledobject.yaml", so("styles", "spec.triggers[0].metadata.serverAddress", "http://p:9090"), "placeholder"),
+        (
+            "styles/scaledobject.yaml",
+            so("styles", "spec.triggers[0].metadata.serverAddress", "http://p:9090"),
+            "placeholder",
+        ),
         ("styles/scaledobject.yaml", so("styles", "metadata.annotations.owner", "team-b"), "placeholder"),
         ("refuse/helm.yaml", so("helm", "spec.maxReplicaCount", 6), "Helm"),
         ("refuse/anchor.yaml", so("anchor", "spec.minReplicaCount", 3), "anchor"),
@@ -225,7 +261,11 @@ def test_field_paths() -> None:
         ("styles/scaledobject.yaml", so("styles", "spec.maxReplicaCount", "lots"), "CRD"),
         ("styles/scaledobject.yaml", so("styles", "spec.pollingInterval", "fast"), "CRD"),
         ("styles/scaledobject.yaml", so("styles", "spec.triggers[name=nope].name", "x"), "0 items"),
-        ("styles/scaledobject.yaml", so("nope", "spec.maxReplicaCount", 1), "no keda.sh/v1alpha1 ScaledObject"),
+        (
+            "styles/scaledobject.yaml",
+            so("nope", "spec.maxReplicaCount", 1),
+            "no keda.sh/v1alpha1 ScaledObject",
+        ),
     ],
 )
 def test_unsafe_or_invalid_edits_are_refused_with_nothing_written(
@@ -239,7 +279,9 @@ def test_unsafe_or_invalid_edits_are_refused_with_nothing_written(
 
 def test_an_invalid_change_names_the_field_and_what_is_valid(tree: Path) -> None:
     path = tree / "overlay" / "base" / "nodepool.yaml"
-    change = FieldChange("karpenter.sh/v1", "NodePool", "general", "spec.disruption.consolidationPolicy", "Sometimes")
+    change = FieldChange(
+        "karpenter.sh/v1", "NodePool", "general", "spec.disruption.consolidationPolicy", "Sometimes"
+    )
     with pytest.raises(InputError) as err:
         plan_changes(path, [change])
     assert err.value.field == "spec.disruption.consolidationPolicy"
@@ -257,7 +299,13 @@ PROD = Path("overlay/overlays/prod")
         # set by the overlay's own strategic-merge patch file
         (so("prod-api", "spec.maxReplicaCount", 60), "scaledobject-patch.yaml", "edited", "40   #", "60   #"),
         # set by an inline JSON 6902 patch inside the overlay's kustomization
-        (so("prod-api", "spec.cooldownPeriod", 900), "kustomization.yaml", "edited", "value: 600", "value: 900"),
+        (
+            so("prod-api", "spec.cooldownPeriod", 900),
+            "kustomization.yaml",
+            "edited",
+            "value: 600",
+            "value: 900",
+        ),
         # set by the overlay's replicas field
         (deploy("prod-api", "spec.replicas", 5), "kustomization.yaml", "edited", "count: 3", "count: 5"),
         # absent everywhere, parent set by the overlay's patch: inserted there
@@ -296,13 +344,19 @@ def test_values_set_in_the_overlay_are_edited_where_they_are_set(
             '- op: replace\n  path: /spec/triggers/0/metadata/threshold\n  value: "55"\n',
         ),
         (  # absent, parent from the base
-            so("prod-api", "spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds", 30),
+            so(
+                "prod-api",
+                "spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds",
+                30,
+            ),
             "api-scaledobject-patch.yaml",
             "spec:\n  advanced:\n    horizontalPodAutoscalerConfig:\n      behavior:\n        scaleDown:\n"
             "          stabilizationWindowSeconds: 30\n",
         ),
         (  # cluster-scoped, renamed by namePrefix
-            FieldChange("karpenter.sh/v1", "NodePool", "prod-general", "spec.disruption.consolidateAfter", "1m"),
+            FieldChange(
+                "karpenter.sh/v1", "NodePool", "prod-general", "spec.disruption.consolidateAfter", "1m"
+            ),
             "general-nodepool-patch.yaml",
             "spec:\n  disruption:\n    consolidateAfter: 1m\n",
         ),
@@ -332,7 +386,9 @@ def test_values_only_a_shared_base_sets_go_into_a_new_overlay_patch(
     )
     assert {p: read(p) for p in (tree / "overlay" / "base").iterdir()} == base_files
     # The next tuning run finds the value in the overlay's own patch and edits it there.
-    again = plan_changes(root, [FieldChange(change.api_version, change.kind, change.name, change.path, change.value)])
+    again = plan_changes(
+        root, [FieldChange(change.api_version, change.kind, change.name, change.path, change.value)]
+    )
     assert again.files == ()
 
 
@@ -347,7 +403,9 @@ def test_an_overlay_without_patches_gets_a_patches_field(tree: Path) -> None:
     )
     plan.apply()
     assert value_of(root, "ScaledObject", "api", "spec.maxReplicaCount") == 4
-    assert value_of(tree / PROD, "ScaledObject", "prod-api", "spec.maxReplicaCount") == 40  # other overlay untouched
+    assert (
+        value_of(tree / PROD, "ScaledObject", "prod-api", "spec.maxReplicaCount") == 40
+    )  # other overlay untouched
 
 
 # --- atomic writes -----------------------------------------------------------------------------------
@@ -397,14 +455,26 @@ FIELDS: list[tuple[str, FieldChange, st.SearchStrategy[Any]]] = [
     ("styles/scaledobject.yaml", so("styles", "spec.minReplicaCount", 0), st.integers(0, 5)),
     ("styles/scaledobject.yaml", so("styles", "spec.maxReplicaCount", 0), st.integers(6, 500)),
     ("styles/scaledobject.yaml", so("styles", "spec.fallback.replicas", 0), st.integers(1, 50)),
-    ("styles/scaledobject.yaml", so("styles", "spec.triggers[0].metadata.threshold", 0), st.integers(1, 10**6)),
+    (
+        "styles/scaledobject.yaml",
+        so("styles", "spec.triggers[0].metadata.threshold", 0),
+        st.integers(1, 10**6),
+    ),
     (
         "styles/scaledobject.yaml",
         so("styles", "spec.triggers[0].metadata.activationThreshold", 0),
         st.decimals(0, 100, places=2).map(str),
     ),
-    ("styles/scaledobject.yaml", so("styles", "spec.triggers[1].metadata.value", 0), st.integers(1, 100).map(str)),
-    ("styles/scaledobject.yaml", so("styles", "spec.advanced.restoreToOriginalReplicaCount", 0), st.booleans()),
+    (
+        "styles/scaledobject.yaml",
+        so("styles", "spec.triggers[1].metadata.value", 0),
+        st.integers(1, 100).map(str),
+    ),
+    (
+        "styles/scaledobject.yaml",
+        so("styles", "spec.advanced.restoreToOriginalReplicaCount", 0),
+        st.booleans(),
+    ),
     (
         "styles/multi.yaml",
         deploy("multi", "spec.template.spec.containers[name=app].resources.requests.cpu", 0),
@@ -425,11 +495,13 @@ def edits(draw: st.DrawFn) -> list[tuple[str, FieldChange]]:
     out = []
     for i in chosen:
         file, change, values = FIELDS[i]
-        out.append((file, FieldChange(change.api_version, change.kind, change.name, change.path, draw(values))))
+        out.append(
+            (file, FieldChange(change.api_version, change.kind, change.name, change.path, draw(values)))
+        )
     return out
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(edits(), st.booleans())
 def test_applied_values_read_back_and_only_their_lines_change(
     changes: list[tuple[str, FieldChange]], crlf: bool
