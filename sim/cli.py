@@ -75,10 +75,20 @@ def run(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="Print the reference page (docs/scenario-reference.md) instead."),
+    ] = False,
+) -> None:
     """Print the JSON Schema of scenario files."""
     from sim.scenario import scenario_json_schema
 
+    if markdown:
+        from sim.schema_doc import markdown as render
+
+        sys.stdout.write(render(scenario_json_schema()))
+        return
     sys.stdout.write(json.dumps(scenario_json_schema(), indent=2) + "\n")
 
 
