@@ -110,13 +110,14 @@ class FluidPlane:
             self._load = self._led.offered
         else:
             self._load = np.asarray(rates_per_s, dtype=float) * step_s
-            if self._load.shape != self._led.offered.shape or (self._load < 0.0).any():
+            if self._load.shape != self._led.offered.shape or not (self._load >= 0.0).all():
                 raise ValueError("rates_per_s must be non-negative and align with arrivals")
         self._step = 0
         self._groups: list[_Group] = []
         self._n_ready = 0
         self._draining: list[_Draining] = []
         self._gone: set[int] = set()
+        self._ready: tuple[list[int], list[float | None]] = ([], [])
 
     def set_pods(
         self, step_index: int, pods: Sequence[int], cores: Sequence[float | None] | None = None
@@ -129,6 +130,9 @@ class FluidPlane:
             raise ValueError(f"pod ids {sorted(reused)} were terminated and cannot become ready again")
         self.advance_to(step_index)
         pod_cores = list(cores) if cores is not None else [self.model.cpu_available_cores] * len(pods)
+        if (list(pods), pod_cores) == self._ready:
+            return
+        self._ready = (list(pods), pod_cores)
         wanted = set(pods)
         old = {pid: g for g in self._groups for pid in g.ids}
         deadline_s = step_index * self._led.step_s + self.grace_period_s
@@ -226,8 +230,7 @@ class FluidPlane:
         self, g: _Group, per_pod: np.ndarray, load_per_pod: np.ndarray, s0: int, s1: int
     ) -> None:
         table = g.table
-        g.in_system, rhos = table.relax(g.in_system, load_per_pod.tolist(), self._led.step_s)
-        rows = table.index(np.array(rhos))
+        g.in_system, rows = table.relax(g.in_system, load_per_pod.tolist(), self._led.step_s)
         capacity_step = g.capacity_per_s * self._led.step_s
         if g.backlog == 0.0 and per_pod.max() <= capacity_step:
             # The pods keep up: every arrival is served, latency straight from the table.
@@ -235,7 +238,7 @@ class FluidPlane:
             self._led.block[s0:s1, :PER_REQUEST_COLUMNS] += table.per_request[rows] * served[:, None]
             return
         for t in range(s0, s1):
-            self._backlog_step(g, float(per_pod[t - s0]), int(rows[t - s0]), t, capacity_step)
+            self._backlog_step(g, float(per_pod[t - s0]), rows[t - s0], t, capacity_step)
 
     def _backlog_step(self, g: _Group, arrived: float, row: int, t: int, capacity_step: float) -> None:
         """One step of a pod that has a backlog or gets more arrivals than it can serve."""

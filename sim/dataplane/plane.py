@@ -115,7 +115,7 @@ class StepLedger:
         self, arrivals: np.ndarray, step_s: float, cpu_per_request_s: float, idle_cores: float
     ) -> None:
         arrivals = np.asarray(arrivals)
-        if arrivals.ndim != 1 or (arrivals < 0).any():
+        if arrivals.ndim != 1 or not np.isfinite(arrivals).all() or (arrivals < 0).any():
             raise ValueError("arrivals must be a 1-d array of non-negative counts per step")
         if step_s <= 0.0:
             raise ValueError(f"step_s must be positive, got {step_s}")

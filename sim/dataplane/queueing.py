@@ -24,10 +24,10 @@ from sim.dataplane import distributions
 from sim.latency import BUCKETS_S, N_BUCKETS
 from sim.workload.service import Dist
 
-# Above this utilisation a queue's relaxation time is minutes, so its
-# stationary wait would describe a state the system rarely reaches before the
-# load changes; steps at or above it use this row, and sustained overload is
-# carried as explicit backlog by the fluid plane instead.
+# The stationary formulas are tabulated up to this utilisation. Near 1 a
+# queue's relaxation time is many minutes, the fluid plane's relaxing state
+# approaches this row only as slowly, and load beyond capacity is carried as
+# the plane's deterministic backlog rather than as a longer stationary queue.
 RHO_MAX = 0.98
 GRID_POINTS = 2048
 # Cells of the wait integral that convolves the exponential wait with the service time.
@@ -60,12 +60,6 @@ def wait_tail_rate(
     approximation, and the exact M/M/k wait when ca² = cs² = 1.
     """
     return servers * (1.0 - np.asarray(rho, dtype=float)) / service_mean_s * 2.0 / (ca2 + cs2)
-
-
-def mean_wait_s(servers: float, rho: np.ndarray, service_mean_s: float, ca2: float, cs2: float) -> np.ndarray:
-    """Allen–Cunneen mean wait in queue of an M/G/k (G/G/k) at utilisation ρ < 1."""
-    rho = np.asarray(rho, dtype=float)
-    return erlang_c(servers, rho * servers) / wait_tail_rate(servers, rho, service_mean_s, ca2, cs2)
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,6 @@ class ResponseTable:
         self.capacity_per_s = shape.servers / self.service_mean_s / shape.pods
         self.wait_cap_s = min(shape.queue_slots / shape.pods / self.capacity_per_s, shape.timeout_s)
         self.rho_grid = np.linspace(0.0, RHO_MAX, GRID_POINTS)
-        self._index_scale = (GRID_POINTS - 1) / RHO_MAX
         self._c = erlang_c(shape.servers, self.rho_grid * shape.servers)
         self._theta_row = self._theta(self.rho_grid)
         mean_wait_s = self._c * -np.expm1(-self._theta_row * self.wait_cap_s) / self._theta_row
@@ -129,17 +122,10 @@ class ResponseTable:
         self.probs = self.per_request[:, :N_BUCKETS]
         self.mean_s = self.per_request[:, N_BUCKETS + 1]
         self.busy_per_pod = np.zeros(GRID_POINTS)
-        self._filled = np.zeros(GRID_POINTS, dtype=bool)
+        self._filled = [False] * GRID_POINTS
         self._relaxation: dict[float, tuple[list[float], list[float]]] = {}
 
-    def index(self, rho: np.ndarray) -> np.ndarray:
-        """Grid rows nearest to the utilisations `rho` (capped at RHO_MAX), filled if new."""
-        idx = (np.minimum(rho, RHO_MAX) * self._index_scale + 0.5).astype(np.intp)
-        if not self._filled[idx].all():
-            self._fill(np.unique(idx[~self._filled[idx]]))
-        return idx
-
-    def relax(self, in_system: float, arrivals: list[float], step_s: float) -> tuple[float, list[float]]:
+    def relax(self, in_system: float, arrivals: list[float], step_s: float) -> tuple[float, list[int]]:
         """Advance the pod's stationary-equivalent queue over steps with these expected arrivals.
 
         Pointwise-stationary fluid flow: the pod holds `in_system` requests on
@@ -148,25 +134,28 @@ class ResponseTable:
         time to follow a change of load; one backward-Euler step per step.
         Arrivals count at most RHO_MAX of capacity: what exceeds capacity is
         the plane's deterministic backlog, not stationary fluctuation.
-        Returns the final state and the utilisation of each step.
+        Returns the final state and each step's grid row (filled).
         """
         lookup = self._relaxation.get(step_s)
         if lookup is None:
             capacity = self.capacity_per_s * step_s
             lookup = ((self.in_system + capacity * self.rho_grid).tolist(), self.in_system.tolist())
             self._relaxation[step_s] = lookup
-        balance, held = lookup
+        balance, levels = lookup
         ceiling = RHO_MAX * self.capacity_per_s * step_s
         top = GRID_POINTS - 1
-        rhos = []
+        rows = []
         for arrived in arrivals:
             target = in_system + min(arrived, ceiling)
             i = bisect.bisect_left(balance, target, 1, top)
             lo, hi = balance[i - 1], balance[i]
             frac = min(max((target - lo) / (hi - lo), 0.0), 1.0)
-            in_system = held[i - 1] + frac * (held[i] - held[i - 1])
-            rhos.append((i - 1 + frac) / self._index_scale)
-        return in_system, rhos
+            in_system = levels[i - 1] + frac * (levels[i] - levels[i - 1])
+            rows.append(i if frac >= 0.5 else i - 1)
+        missing = [r for r in rows if not self._filled[r]]
+        if missing:
+            self._fill(np.unique(missing))
+        return in_system, rows
 
     def overload_probs(self, row: int, waits_s: np.ndarray) -> np.ndarray:
         """Bucket probabilities of a request that waits one of `waits_s` (equally likely) behind a backlog.
@@ -206,7 +195,8 @@ class ResponseTable:
         with np.errstate(invalid="ignore", divide="ignore"):
             hold = np.where(rho > 0.0, busy / (rho * self.capacity_per_s), self.service_mean_s)
         self.per_request[rows, N_BUCKETS + 2] = hold
-        self._filled[rows] = True
+        for r in rows.tolist():
+            self._filled[r] = True
 
     def _response_cdf(self, c: np.ndarray, theta: np.ndarray, base_wait_s: np.ndarray) -> np.ndarray:
         """P(response ≤ bucket bound) per row: response = base + min(W, room) + service.

@@ -100,6 +100,7 @@ class RequestsPlane:
         self._ready: list[_Pod] = []
         self._pods: dict[int, _Pod] = {}  # ready and terminating
         self._gone: set[int] = set()
+        self._ready_set: tuple[list[int], list[float | None]] = ([], [])
         self._rr = 0
         self._busy = 0
         self._busy_area = 0.0
@@ -126,6 +127,9 @@ class RequestsPlane:
             raise ValueError(f"pod ids {sorted(reused)} were terminated and cannot become ready again")
         self.advance_to(step_index)
         pod_cores = list(cores) if cores is not None else [self.model.cpu_available_cores] * len(pods)
+        if (list(pods), pod_cores) == self._ready_set:
+            return
+        self._ready_set = (list(pods), pod_cores)
         wanted = set(pods)
         for pod in self._ready:
             if pod.id not in wanted:
