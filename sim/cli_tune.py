@@ -97,9 +97,12 @@ def tune_cmd(
 def apply_cmd(
     recommendation: Annotated[Path, typer.Argument(help="recommendation.json written by capsim tune.")],
     dry_run: Annotated[bool, typer.Option(help="Show the diff, write nothing.")] = False,
+    gitops_root: Annotated[
+        Path | None, typer.Option(help="Write into this copy of the GitOps tree instead of the tuned one.")
+    ] = None,
 ) -> None:
     """Write a recommendation's field changes into the GitOps tree (only those fields change)."""
-    _apply(recommendation, dry_run)
+    _apply(recommendation, dry_run, gitops_root)
 
 
 def pr_cmd(
@@ -136,13 +139,16 @@ def pr_cmd(
             out.print(problem, highlight=False)
 
 
-def _writer(dry_run: bool) -> Any:
+def _writer(dry_run: bool, gitops_root: Path | None = None) -> Any:
     from sim.gitops import apply_recommendation
 
-    return lambda rec: apply_recommendation(rec, dry_run=dry_run, show=out.print)
+    def show(diff: str) -> None:
+        out.print(diff, markup=False, highlight=False, end="")
+
+    return lambda rec: apply_recommendation(rec, dry_run=dry_run, show=show, gitops_root=gitops_root)
 
 
-def _apply(path: Path, dry_run: bool) -> None:
+def _apply(path: Path, dry_run: bool, gitops_root: Path | None = None) -> None:
     try:
         rec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -150,7 +156,7 @@ def _apply(path: Path, dry_run: bool) -> None:
     if rec.get("status") != "recommended":
         out.print(f"nothing to write: status {rec.get('status')!r}", highlight=False)
         return
-    files = _writer(dry_run)(rec)
+    files = _writer(dry_run, gitops_root)(rec)
     verb = "would change" if dry_run else "changed"
     out.print(f"{verb} {len(files)} file(s)", highlight=False)
     for f in files:

@@ -36,6 +36,47 @@ class PullRequest:
     url: str | None
 
 
+def apply_recommendation(
+    rec: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+    show: Callable[[str], None] | None = None,
+    gitops_root: Path | None = None,
+) -> list[Path]:
+    """Write a recommendation's changes with the minimal-diff writer; returns the files it (would) change.
+
+    `gitops_root` points the changes at another copy of the tree (the
+    recommendation names objects and roots relative to the root it was
+    tuned on). The plan is made, shown and verified in full before any file
+    is written, and written all or nothing.
+    """
+    from sim.k8s.writer import FieldChange, plan_changes
+
+    root = Path(gitops_root if gitops_root is not None else rec["gitops_root"])
+    roots: list[Path] = []
+    changes = []
+    for c in rec["changes"]:
+        if not c["roots"]:
+            raise InputError(
+                f"{c['kind']}/{c['name']} {c['field']} cannot be written: "
+                "its manifests are inline in the scenario file (or unmapped)",
+                field=c["dimension"],
+                valid=f"set it to {c['after']!r} by hand",
+            )
+        for r in c["roots"]:
+            if root / r not in roots:
+                roots.append(root / r)
+        changes.append(
+            FieldChange(c["api_version"], c["kind"], c["name"], c["field"], c["after"], c["namespace"])
+        )
+    plan = plan_changes(roots, changes)
+    if show is not None:
+        show(plan.diff(relative_to=Path.cwd()))
+    if not dry_run:
+        plan.apply()
+    return [f.path for f in plan.files]
+
+
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run git in `repo`; a failure is an external error (exit 3) carrying git's own message."""
     try:

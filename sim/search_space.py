@@ -32,6 +32,7 @@ from sim.controllers.keda import (
     hpa_min_replicas,
 )
 from sim.controllers.scaledobject import ScaledObjectSpec, Trigger
+from sim.tenancy import pool_coverages
 
 # Kubecost's default list prices (AWS m5-derived): what a pod's requests cost when no nodes are simulated.
 DEFAULT_CPU_CORE_HOUR_USD = 0.031611
@@ -253,8 +254,11 @@ def search_space(scn: Any, tune: TuneModel) -> SearchSpace:
                 f"tune.node_pools.{name}",
                 ", ".join(sorted(pools)) or "a scenario with a cluster (NodePools)",
             )
+    covered = pool_coverages(scn) if pools else {}
     for name, pool in pools.items():
-        dims.extend(_pool_dims(pool, tune.node_pools.get(name, NodePoolTune())))
+        # A pool the scenario does not cover is searched only when named: its results are advice.
+        if name in tune.node_pools or covered[name].covered:
+            dims.extend(_pool_dims(pool, tune.node_pools.get(name, NodePoolTune())))
     return SearchSpace(tuple(dims))
 
 

@@ -78,6 +78,21 @@ def coverage(
     return Coverage(pool.name, tuple(names), tuple(n for n in names if n not in known))
 
 
+def pool_coverages(scn: Any) -> dict[str, Coverage]:
+    """Coverage of each of the scenario's NodePools (empty without a cluster)."""
+    cluster = getattr(scn, "cluster", None)
+    if cluster is None:
+        return {}
+    tree = workloads_in_tree(scn.gitops_root)
+    simulated = {s.name for s in scn.services} | {s.workload.name for s in scn.services}
+    out = {}
+    for pool in cluster.node_pools:
+        cfg = scn.tune.node_pools.get(pool.name)
+        background = {w.name for w in cluster.background if w.nodepool == pool.name}
+        out[pool.name] = coverage(pool, tree, simulated, background, cfg.other_tenants if cfg else ())
+    return out
+
+
 def can_land_on(workload: Workload, pool: Any) -> bool:
     """Whether the pool can launch a node this workload's pods schedule on (selector and taints)."""
     for key, value in workload.node_selector.items():

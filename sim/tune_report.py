@@ -33,17 +33,17 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from sim import __version__
+from sim.k8s.quantity import cpu_millicores, memory_mib
 from sim.search_space import (
     LABEL_FOR_FIELD,
     Dimension,
     Value,
-    cluster_pools,
     decode_list,
     format_number,
     threshold_key,
 )
-from sim.tenancy import Coverage, coverage, workloads_in_tree
-from sim.tune import BASELINE, Evaluation, TuneRun, cost_basis
+from sim.tenancy import pool_coverages
+from sim.tune import BASELINE, Evaluation, TuneRun
 
 _BEHAVIOR = "spec.advanced.horizontalPodAutoscalerConfig.behavior"
 _SO_FIELDS = {
@@ -56,17 +56,25 @@ _SO_FIELDS = {
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One manifest field to change: which object, which field (dotted path), from what to what."""
+    """One manifest field to change, in the terms of the manifest writer (sim.k8s.writer).
+
+    The object is named as `kustomize build` shows it; `roots` are the
+    kustomization directories or files it is built from, relative to the
+    scenario's GitOps root (empty when the manifests are inline in the
+    scenario); `field` uses the writer's path syntax (`containers[name=app]`);
+    `file` is where the value is written today, for people.
+    """
 
     dimension: str
     kind: str
     api_version: str
     name: str
     namespace: str | None
-    file: str
+    roots: tuple[str, ...]
     field: str
     before: Any
     after: Any
+    file: str
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ def changes_for(run: TuneRun, ev: Evaluation) -> tuple[list[FieldChange], list[A
             by_service.setdefault(dim.owner, {})[dim.field] = value
     for svc_name, values in by_service.items():
         changes += _service_changes(run, svc_name, values)
-    coverages = pool_coverages(run)
+    coverages = pool_coverages(run.scenario)
     for dim in run.space.dimensions:
         value = ev.params.get(dim.name)
         if dim.target != "pool" or value is None or _same_value(value, dim.current):
@@ -144,26 +152,6 @@ def changes_for(run: TuneRun, ev: Evaluation) -> tuple[list[FieldChange], list[A
         else:
             advice.append(Advice(change, cov.risk()))
     return changes, advice
-
-
-def pool_coverages(run: TuneRun) -> dict[str, Coverage]:
-    pools = cluster_pools(run.scenario)
-    if not pools:
-        return {}
-    scn = run.scenario
-    tree = workloads_in_tree(scn.gitops_root)
-    simulated = {s.name for s in scn.services} | {s.workload.name for s in scn.services}
-    background = _background_names(scn)
-    out = {}
-    for name, pool in pools.items():
-        cfg = scn.tune.node_pools.get(name)
-        out[name] = coverage(pool, tree, simulated, background, cfg.other_tenants if cfg else ())
-    return out
-
-
-def _background_names(scn: Any) -> set[str]:
-    cluster = getattr(scn, "cluster", None)
-    return {str(getattr(w, "name", w)) for w in getattr(cluster, "background", ()) or ()}
 
 
 def _same_value(a: Value, b: Value | None) -> bool:
@@ -185,6 +173,7 @@ def _service_changes(run: TuneRun, svc_name: str, values: dict[str, Value]) -> l
     res = _resource(svc, "ScaledObject", so.name)
     namespace = res.namespace if res is not None else svc.workload.namespace
     file = str(svc.scaled_object_file)
+    roots = _scenario_roots(run, ("services", svc_name, "manifests"))
 
     def so_change(dim: str, fld: str, before: Any, after: Any) -> FieldChange:
         return FieldChange(
@@ -193,10 +182,11 @@ def _service_changes(run: TuneRun, svc_name: str, values: dict[str, Value]) -> l
             "keda.sh/v1alpha1",
             so.name,
             namespace,
-            file,
+            roots,
             fld,
             before,
             after,
+            file,
         )
 
     out: list[FieldChange] = []
@@ -267,52 +257,64 @@ def _policies(rules: Any) -> list[dict[str, Any]] | None:
 def _request_change(run: TuneRun, svc: Any, key: str, unit: str, total_after: float) -> FieldChange:
     """Requests are tuned per pod; the change lands on the app's main container (or the KRO field)."""
     w = svc.workload
-    total_before = w.cpu_request_millicores if unit == "cpu" else w.memory_request_mib
+    total_before = (w.cpu_request_millicores if unit == "cpu" else w.memory_request_mib) or 0.0
     fmt = _cpu if unit == "cpu" else _mem
     res = _resource(svc, w.kind, w.name)
+    roots = _scenario_roots(run, ("services", svc.name, "manifests"))
     if w.kind in ("Deployment", "StatefulSet") and res is not None:
         containers = res.doc.get(("spec", "template", "spec", "containers")) or []
         index = next((i for i, c in enumerate(containers) if c.get("name") == w.name), 0)
+        container = containers[index].get("name", str(index))
         raw = res.doc.get(("spec", "template", "spec", "containers", index, "resources", "requests", unit))
-        from sim.k8s.quantity import cpu_millicores, memory_mib
-
         own = (cpu_millicores if unit == "cpu" else memory_mib)(raw) if raw is not None else 0.0
-        after = own + (total_after - (total_before or 0.0))
         return FieldChange(
             f"{svc.name}.{key}",
             w.kind,
-            "apps/v1",
+            res.api_version,
             w.name,
-            w.namespace,
-            str(w.file),
-            f"spec.template.spec.containers[{index}].resources.requests.{unit}",
+            res.namespace,
+            roots,
+            f"spec.template.spec.containers[name={container}].resources.requests.{unit}",
             raw,
-            fmt(after),
+            fmt(own + total_after - total_before),
+            str(res.file),
         )
-    field = _kro_field(run, svc.name, key)
+    mapped = _scenario_value(run, ("services", svc.name, "kro", key))
     return FieldChange(
         f"{svc.name}.{key}",
         w.kind,
         res.api_version if res is not None else "",
         res.name if res is not None else w.name,
         w.namespace,
-        str(w.file),
-        field,
-        fmt(total_before or 0.0),
+        roots if mapped else (),
+        str(mapped or f"<no kro.{key} mapping in the scenario: set the request by hand>"),
+        fmt(total_before),
         fmt(total_after),
+        str(w.file),
     )
 
 
-def _kro_field(run: TuneRun, service: str, key: str) -> str:
+def _scenario_value(run: TuneRun, path: tuple[str, ...]) -> Any:
+    """A value of the scenario file as written (`services` entries are addressed by name)."""
     from sim.k8s.yamlsource import load_mapping
 
-    doc = load_mapping(run.scenario.file)
-    for entry in doc.get(("services",)) or []:
-        if entry.get("name") == service and isinstance(entry.get("kro"), dict):
-            path = entry["kro"].get(key)
-            if path:
-                return str(path)
-    return f"<{key} of the KRO instance: add kro.{key} to the scenario's mapping>"
+    node: Any = load_mapping(run.scenario.file).plain()
+    for part in path:
+        if isinstance(node, list):
+            node = next((e for e in node if isinstance(e, dict) and e.get("name") == part), None)
+        elif isinstance(node, dict):
+            node = node.get(part)
+        else:
+            return None
+    return node
+
+
+def _scenario_roots(run: TuneRun, path: tuple[str, ...]) -> tuple[str, ...]:
+    """Kustomization dirs or files (relative to the GitOps root) named at `path` of the scenario file."""
+    value = _scenario_value(run, path)
+    if value is None:
+        return ()
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 def _cpu(millicores: float) -> str:
@@ -324,47 +326,58 @@ def _mem(mib: float) -> str:
 
 
 def _pool_change(run: TuneRun, dim: Dimension, value: Value) -> FieldChange:
-    pool = cluster_pools(run.scenario)[dim.owner]
-    res = _pool_resource(run.scenario, dim.owner)
-    doc = res.doc if res is not None else None
-    file = str(res.file) if res is not None else ""
-    base = FieldChange(dim.name, "NodePool", "karpenter.sh/v1", dim.owner, None, file, "", dim.current, value)
-    if dim.field in LABEL_FOR_FIELD:
-        label = LABEL_FOR_FIELD[dim.field]
-        reqs = (doc.get(("spec", "template", "spec", "requirements")) if doc is not None else None) or []
-        index = next((i for i, r in enumerate(reqs) if r.get("key") == label), None)
-        values = list(decode_list(value))
-        if index is None:
-            return _replace(
-                base,
-                field=f"spec.template.spec.requirements[{len(reqs)}]",
-                before=None,
-                after={"key": label, "operator": "In", "values": values},
-            )
-        before = reqs[index].get("values")
-        return _replace(
-            base, field=f"spec.template.spec.requirements[{index}].values", before=before, after=values
-        )
-    if dim.field == "consolidation_policy":
-        return _replace(base, field="spec.disruption.consolidationPolicy", after=str(value))
-    if dim.field == "consolidate_after":
-        before = None if dim.current is None else f"{dim.current}s"
-        return _replace(base, field="spec.disruption.consolidateAfter", before=before, after=f"{int(value)}s")
-    index = next((i for i, b in enumerate(pool.budgets) if b.schedule is None), 0)
-    return _replace(base, field=f"spec.disruption.budgets[{index}].nodes", after=str(value))
-
-
-def _replace(change: FieldChange, **kwargs: Any) -> FieldChange:
     from dataclasses import replace
 
-    return replace(change, **kwargs)
+    roots = _scenario_roots(run, ("cluster", "nodepools"))
+    res = _pool_resource(run, roots, dim.owner)
+    spec: dict[str, Any] = (res.doc.get(("spec",)) if res is not None else None) or {}
+    file = str(res.file) if res is not None else ""
+    base = FieldChange(
+        dim.name, "NodePool", "karpenter.sh/v1", dim.owner, None, roots, "", dim.current, value, file
+    )
+    disruption = spec.get("disruption") or {}
+    if dim.field in LABEL_FOR_FIELD:
+        label = LABEL_FOR_FIELD[dim.field]
+        reqs = list(((spec.get("template") or {}).get("spec") or {}).get("requirements") or [])
+        values = list(decode_list(value))
+        if any(r.get("key") == label for r in reqs):
+            before = next(r.get("values") for r in reqs if r.get("key") == label)
+            return replace(
+                base,
+                field=f"spec.template.spec.requirements[key={label}].values",
+                before=before,
+                after=values,
+            )
+        # No requirement on this label yet: the list is replaced with the new one appended.
+        new = {"key": label, "operator": "In", "values": values}
+        return replace(base, field="spec.template.spec.requirements", before=reqs, after=[*reqs, new])
+    if dim.field == "consolidation_policy":
+        before = disruption.get("consolidationPolicy")
+        return replace(base, field="spec.disruption.consolidationPolicy", before=before, after=str(value))
+    if dim.field == "consolidate_after":
+        before = disruption.get("consolidateAfter")
+        return replace(base, field="spec.disruption.consolidateAfter", before=before, after=f"{int(value)}s")
+    budgets = list(disruption.get("budgets") or [])
+    index = next((i for i, b in enumerate(budgets) if "schedule" not in b), None)
+    if index is None:
+        after = [{"nodes": str(value)}, *budgets]
+        return replace(base, field="spec.disruption.budgets", before=budgets or None, after=after)
+    return replace(
+        base,
+        field=f"spec.disruption.budgets[{index}].nodes",
+        before=budgets[index].get("nodes"),
+        after=str(value),
+    )
 
 
-def _pool_resource(scn: Any, name: str) -> Any:
-    for view in getattr(scn.cluster, "node_pool_views", ()) or ():
-        if view.spec.name == name:
-            return view.resource
-    return None
+def _pool_resource(run: TuneRun, roots: tuple[str, ...], name: str) -> Any:
+    from sim.k8s.kustomize import load_manifests
+
+    if not roots:
+        return None
+    manifests = load_manifests(run.scenario.gitops_root / r for r in roots)
+    found = manifests.find("NodePool", name, "karpenter.sh")
+    return found[0] if found else None
 
 
 # --- sensitivity ---------------------------------------------------------------------------------
@@ -570,7 +583,7 @@ def recommendation_dict(run: TuneRun, reproduce: str) -> dict[str, Any]:
             "slo_margin": run.judge.slo_margin,
             "slo_margin_meaning": "share of each SLO's error budget left unused on the worst seed",
             "max_failure_ratio": run.judge.max_failure_ratio,
-            "cost_basis": cost_basis(scn),
+            "cost_basis": base.seeds[0].cost_basis if base.seeds else "",
             "month_hours": 730,
         },
         "candidate": None if rec is None else ("current" if rec.number == BASELINE else rec.number),

@@ -201,7 +201,7 @@ JUDGE = Judge(("slo",), {"slo": 0.99}, {"slo": 0.992}, 0.2, 1.0, PricingModel())
 
 
 def fake(number: int, cost: float, attainment: float) -> Evaluation:
-    seed = SeedOutcome(0, cost, {"slo": attainment}, {}, {}, {"s": 0.0}, 0, 0.0, {})
+    seed = SeedOutcome(0, cost, {"slo": attainment}, {}, {}, {"s": 0.0}, 0, 0.0, {}, "test")
     return Evaluation(number, {}, (seed,), 1)
 
 
