@@ -117,15 +117,31 @@ def scalar_text(value: Any, style: str | None = None, flow: bool = False) -> str
     raise TypeError(f"cannot write a {type(value).__name__} as a YAML scalar")
 
 
-def flow_text(value: Any, json_style: bool = False) -> str:
-    """A value in flow style (`{a: 1, b: [x]}`); `json_style` quotes every key and string (a .json file)."""
-    style = '"' if json_style else None
+Hints = dict[str, str]  # key -> quote style of the string values it held; "-" for list items
+
+
+def flow_text(value: Any, json_style: bool = False, hints: Hints | None = None) -> str:
+    """A value in flow style (`{a: 1, b: [x]}`); `json_style` quotes every key and string (a .json file).
+
+    `hints` keep the quoting the replaced values had (`values: ["m"]` stays double-quoted).
+    """
+    hints = hints or {}
+    forced = '"' if json_style else None
     if isinstance(value, dict):
-        items = [f"{scalar_text(str(k), style, True)}: {flow_text(v, json_style)}" for k, v in value.items()]
+        items = [
+            f"{scalar_text(str(k), forced, True)}: {_flow_child(v, json_style, hints, str(k))}"
+            for k, v in value.items()
+        ]
         return "{" + ", ".join(items) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(flow_text(v, json_style) for v in value) + "]"
-    return scalar_text(value, style, True)
+        return "[" + ", ".join(_flow_child(v, json_style, hints, "-") for v in value) + "]"
+    return scalar_text(value, forced, True)
+
+
+def _flow_child(value: Any, json_style: bool, hints: Hints, key: str) -> str:
+    if isinstance(value, str) and not json_style:
+        return scalar_text(value, hints.get(key), True)
+    return flow_text(value, json_style, hints)
 
 
 @dataclass(frozen=True)
@@ -136,8 +152,11 @@ class BlockStyle:
     seq_offset: int = 2
 
 
-def block_lines(value: dict[str, Any] | list[Any], indent: int, style: BlockStyle) -> list[str]:
+def block_lines(
+    value: dict[str, Any] | list[Any], indent: int, style: BlockStyle, hints: Hints | None = None
+) -> list[str]:
     """A mapping or list in block style, one string per line, indented by `indent` spaces."""
+    hints = hints or {}
     pad = " " * indent
     lines: list[str] = []
     if isinstance(value, dict):
@@ -145,25 +164,41 @@ def block_lines(value: dict[str, Any] | list[Any], indent: int, style: BlockStyl
             k = scalar_text(str(key))
             if isinstance(child, dict) and child:
                 lines.append(f"{pad}{k}:")
-                lines.extend(block_lines(child, indent + style.step, style))
+                lines.extend(block_lines(child, indent + style.step, style, hints))
             elif isinstance(child, list) and child:
                 lines.append(f"{pad}{k}:")
-                lines.extend(block_lines(child, indent + style.seq_offset, style))
+                lines.extend(block_lines(child, indent + style.seq_offset, style, hints))
             elif isinstance(child, dict | list):
-                lines.append(f"{pad}{k}: {flow_text(child)}")
+                lines.append(f"{pad}{k}: {flow_text(child, hints=hints)}")
             else:
-                lines.append(f"{pad}{k}: {scalar_text(child)}")
+                lines.append(f"{pad}{k}: {scalar_text(child, hints.get(str(key)))}")
         return lines
     for item in value:
         if isinstance(item, dict) and item:
-            inner = block_lines(item, indent + 2, style)
+            inner = block_lines(item, indent + 2, style, hints)
             lines.append(f"{pad}- {inner[0][indent + 2 :]}")
             lines.extend(inner[1:])
         elif isinstance(item, dict | list):
-            lines.append(f"{pad}- {flow_text(item)}")
+            lines.append(f"{pad}- {flow_text(item, hints=hints)}")
         else:
-            lines.append(f"{pad}- {scalar_text(item)}")
+            lines.append(f"{pad}- {scalar_text(item, hints.get('-'))}")
     return lines
+
+
+def style_hints(node: Node) -> Hints:
+    """The quote style each key's string values (and list items) had under `node`, first seen wins."""
+    hints: Hints = {}
+    stack: list[tuple[str, Node]] = [("-", node)]
+    while stack:
+        key, current = stack.pop(0)
+        if isinstance(current, ScalarNode):
+            if current.style in ('"', "'") and key not in hints:
+                hints[key] = current.style
+        elif isinstance(current, MappingNode):
+            stack.extend((str(k.value), v) for k, v in current.value)
+        elif isinstance(current, SequenceNode):
+            stack.extend(("-", v) for v in current.value)
+    return hints
 
 
 class YamlText:
@@ -362,8 +397,9 @@ class YamlText:
     ) -> Splice:
         node = loc.node
         end = self._content_end(node)
+        hints = style_hints(node)
         if loc.flow or getattr(node, "flow_style", False) or not value:
-            return Splice(node.start_mark.index, end, flow_text(value))
+            return Splice(node.start_mark.index, end, flow_text(value, hints=hints))
         if loc.key is None:
             raise self.refuse(path, "a list item can only be replaced field by field")
         step = self.style.step if isinstance(value, dict) else self.style.seq_offset
@@ -371,7 +407,7 @@ class YamlText:
             indent = node.start_mark.column
         else:
             indent = loc.key.start_mark.column + step
-        lines = block_lines(value, indent, self.style)
+        lines = block_lines(value, indent, self.style, hints)
         return Splice(self._key_colon(loc.key), end, self.newline + self.newline.join(lines))
 
     def insert(self, index: int, path: FieldPath, additions: dict[str, Any]) -> Splice:
