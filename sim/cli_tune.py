@@ -9,6 +9,7 @@ stays fast.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -143,7 +144,8 @@ def _writer(dry_run: bool, gitops_root: Path | None = None) -> Any:
     from sim.gitops import apply_recommendation
 
     def show(diff: str) -> None:
-        out.print(diff, markup=False, highlight=False, end="")
+        sys.stdout.write(diff)
+        sys.stdout.flush()
 
     return lambda rec: apply_recommendation(rec, dry_run=dry_run, show=show, gitops_root=gitops_root)
 

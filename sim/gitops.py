@@ -176,8 +176,7 @@ def create_pr(
             field="--open",
             valid="add --push (or push yourself and run gh pr create)",
         )
-    first = Path(rec["changes"][0]["file"])
-    repo = repo_root(first.resolve())
+    repo = repo_root(Path(rec["gitops_root"]).resolve())
     start_branch = check_clean(repo)
     name = branch or branch_name(rec)
     if git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}", check=False).returncode == 0:
