@@ -1,28 +1,16 @@
-"""The SimPy environment: the control plane on its real clocks, the data plane between them.
+"""One service in the simulation: its pods, its data plane, its scraped series, its KEDA and HPA.
 
-Each controller is a process on its own period and phase (Prometheus scrape,
-KEDA's polling loop, the HPA's 15 s sync, metrics-server's resolution), and
-pods are processes from creation to ready. Between two control events the set
-of ready pods is constant, so the data plane advances the whole interval at
-once; a control event first brings the data plane up to its instant, then
-reads what the real controller would read at that instant (the scraped series,
-not the truth), which is where the lag of real autoscalers comes from.
-
-Control events fall on step boundaries: periods and phases are multiples of
-the step (the scenario loader checks the step divides them), and pod start
-delays round up to the next boundary.
+SimPy lives here and in the rest of `sim.engine` only; the controllers it calls
+are pure (`sim.controllers`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from sim import rng as rng_mod
@@ -44,7 +32,7 @@ from sim.dataplane.plane import DataPlane
 from sim.latency import BUCKETS_S
 from sim.metrics.promql import Query, QueryError
 from sim.metrics.tsdb import SeriesHandle, SeriesStore
-from sim.result import EVENT_COLUMNS, Result, ServiceTrace, evaluate_slos
+from sim.result import ServiceTrace
 from sim.scenario import LoadedScenario, LoadedService
 from sim.workload.traffic import arrival_counts, rate_series
 
@@ -116,7 +104,7 @@ class ServiceSim:
         arrivals_rng = rng_mod.stream(scn.seed, svc.name, "arrivals")
         rates = rate_series(svc.traffic, scn.horizon_s, scn.step_s, arrivals_rng, scn.base_dir)
         self.arrivals = arrival_counts(rates, scn.step_s, svc.traffic.arrivals, arrivals_rng)
-        self.plane: DataPlane = self._make_plane()
+        self.plane: DataPlane = self._make_plane(rates)
         self.start_rng = rng_mod.stream(scn.seed, svc.name, "pod_starts")
 
         self.keda_cfg = keda.compile_scaled_object(svc.scaled_object)
@@ -148,7 +136,7 @@ class ServiceSim:
 
     # ----------------------------------------------------------------- set-up
 
-    def _make_plane(self) -> DataPlane:
+    def _make_plane(self, rates: np.ndarray) -> DataPlane:
         if self.scn.fidelity == "requests":
             from sim.dataplane.requests import RequestsPlane
 
@@ -159,7 +147,8 @@ class ServiceSim:
                 service_rng=rng_mod.stream(self.scn.seed, self.name, "service_times"),
                 routing_rng=rng_mod.stream(self.scn.seed, self.name, "routing"),
             )
-        return FluidPlane(self.model, self.arrivals, self.step_s)
+        # The fluid plane takes the Poisson means too, so it does not count the arrival noise twice.
+        return FluidPlane(self.model, self.arrivals, self.step_s, rates_per_s=rates)
 
     def _make_series(self, store: SeriesStore) -> list[SeriesHandle]:
         """The series a real cluster would have for this service, in the order `_scrape_values` fills.
@@ -516,55 +505,3 @@ def _direction(before: int, after: int) -> str:
 def _le(bound: float) -> str:
     """Bucket bounds rendered as prometheus_client renders them (0.1, 1.0, 2.5)."""
     return repr(float(bound))
-
-
-def _periodic(env: simpy.Environment, period_s: float, phase_s: float, action: Callable[[], None]) -> Any:
-    if phase_s:
-        yield env.timeout(phase_s)
-    while True:
-        action()
-        yield env.timeout(period_s)
-
-
-def simulate(scn: LoadedScenario, progress: Callable[[float], None] | None = None) -> Result:
-    """Run a loaded scenario and return its Result; deterministic for a given scenario and seed."""
-    started = time.perf_counter()
-    env = simpy.Environment()
-    store = SeriesStore()
-    events: list[tuple[Any, ...]] = []
-    sims = [ServiceSim(env, scn, svc, store, events) for svc in scn.services]
-    queries = [q for s in sims for q in s.queries.values()]
-    for s in sims:
-        s.watch(queries)
-    step = scn.step_s
-    # Phases: scrapes at 0 mod interval, KEDA's first poll at one step, HPA syncs at two steps,
-    # so at any instant the series are scraped before a controller reads them.
-    for s in sims:
-        env.process(_periodic(env, scn.controllers.prometheus_scrape_interval_s, 0.0, s.scrape))
-    for s in sims:
-        env.process(_periodic(env, float(s.keda_cfg.polling_interval_s), step, s.keda_poll))
-    for s in sims:
-        env.process(_periodic(env, scn.controllers.hpa.sync_period_s, 2 * step, s.hpa_sync))
-    horizon = sims[0].n_steps * step if sims else scn.horizon_s
-    if progress is None:
-        env.run(until=horizon)
-    else:
-        chunk = max(horizon / 100.0, step)
-        t = 0.0
-        while t < horizon:
-            t = min(t + chunk, horizon)
-            env.run(until=t)
-            progress(t / horizon)
-    traces = {s.name: s.trace() for s in sims}
-    frame = pd.DataFrame(events, columns=EVENT_COLUMNS)
-    result = Result(
-        scenario_name=scn.name,
-        seed=scn.seed,
-        step_s=step,
-        horizon_s=horizon,
-        traces=traces,
-        events=frame,
-        slo_results=evaluate_slos(list(scn.slos), traces, step),
-    )
-    result.summary["wall_time_s"] = round(time.perf_counter() - started, 3)
-    return result
