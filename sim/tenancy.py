@@ -47,18 +47,28 @@ class Coverage:
     pool: str
     tenants: tuple[str, ...]
     uncovered: tuple[str, ...]
+    unreadable: tuple[str, ...] = ()  # files that may hold tenants nobody could read (Helm templates)
 
     @property
     def covered(self) -> bool:
-        return not self.uncovered
+        return not self.uncovered and not self.unreadable
 
     def risk(self) -> str:
         if self.covered:
             return ""
-        names = ", ".join(self.uncovered)
+        parts = []
+        if self.uncovered:
+            parts.append(
+                f"NodePool {self.pool} also hosts {', '.join(self.uncovered)}, which this scenario neither "
+                "simulates nor declares as background load"
+            )
+        if self.unreadable:
+            parts.append(
+                f"{', '.join(self.unreadable)} could not be read as YAML and may define more tenants of "
+                f"NodePool {self.pool}"
+            )
         return (
-            f"NodePool {self.pool} also hosts {names}, which this scenario neither simulates nor declares "
-            "as background load: the change would disrupt their pods too (consolidation, spot "
+            "; ".join(parts) + ": the change would disrupt their pods too (consolidation, spot "
             "interruptions, a narrower instance choice), and their requests change the packing this "
             "cost estimate assumed. Add them to the scenario (as services or background workloads) "
             "to have the change proposed."
@@ -71,11 +81,12 @@ def coverage(
     simulated: Iterable[str],
     background: Iterable[str],
     other_tenants: Sequence[str] = (),
+    unreadable: Sequence[str] = (),
 ) -> Coverage:
     """Which of the pool's possible tenants the scenario does not account for."""
     known = set(simulated) | set(background)
     names = sorted({w.name for w in tenants if can_land_on(w, pool)} | set(other_tenants))
-    return Coverage(pool.name, tuple(names), tuple(n for n in names if n not in known))
+    return Coverage(pool.name, tuple(names), tuple(n for n in names if n not in known), tuple(unreadable))
 
 
 def pool_coverages(scn: Any) -> dict[str, Coverage]:
@@ -83,13 +94,14 @@ def pool_coverages(scn: Any) -> dict[str, Coverage]:
     cluster = getattr(scn, "cluster", None)
     if cluster is None:
         return {}
-    tree = workloads_in_tree(scn.gitops_root)
+    tree, unreadable = scan_tree(scn.gitops_root)
     simulated = {s.name for s in scn.services} | {s.workload.name for s in scn.services}
     out = {}
     for pool in cluster.node_pools:
         cfg = scn.tune.node_pools.get(pool.name)
         background = {w.name for w in cluster.background if w.nodepool == pool.name}
-        out[pool.name] = coverage(pool, tree, simulated, background, cfg.other_tenants if cfg else ())
+        others = cfg.other_tenants if cfg else ()
+        out[pool.name] = coverage(pool, tree, simulated, background, others, unreadable)
     return out
 
 
@@ -135,25 +147,27 @@ def _tolerates(toleration: Mapping[str, Any], taint: Any) -> bool:
     return key == taint.key and str(toleration.get("value", "")) == str(taint.value)
 
 
-def workloads_in_tree(root: Path) -> list[Workload]:
-    """Every Deployment, StatefulSet and KRO app instance in the YAML files under `root`.
+def scan_tree(root: Path) -> tuple[list[Workload], list[str]]:
+    """Every Deployment, StatefulSet and KRO app instance in the YAML files under `root`, and the
+    files that could not be read.
 
-    Files that do not parse as YAML (Helm templates, say) are skipped: tenancy
-    is a safety check, and an unreadable file cannot make a pool look covered
-    because its workloads would have to be named by `other_tenants` anyway.
+    An unreadable file (a Helm template, say) may define tenants nobody can
+    see, so it counts against coverage: tenancy is a safety check.
     """
     yaml = YAML(typ="safe")
     found: list[Workload] = []
+    unreadable: list[str] = []
     for path in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]):
         try:
             docs = list(yaml.load_all(path.read_text(encoding="utf-8")))
         except (YAMLError, UnicodeDecodeError, OSError):
+            unreadable.append(str(path.relative_to(root)))
             continue
         for doc in docs:
             workload = _workload(doc, path)
             if workload is not None:
                 found.append(workload)
-    return found
+    return found, unreadable
 
 
 def _workload(doc: Any, path: Path) -> Workload | None:
