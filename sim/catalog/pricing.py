@@ -118,26 +118,29 @@ class PricingSettings:
         found = most_specific(entry, self.spot_discount)
         return found if found is not None else default_spot_discount(entry)
 
-    def price(self, entry: CatalogEntry, capacity_type: CapacityType, zone: str) -> float:
-        listed = self._listed(entry.name, capacity_type, zone)
-        if capacity_type == "on-demand":
-            base = listed if listed is not None else entry.ondemand_usd_per_h
-            return base * (1.0 - self.commitment_discount)
-        if listed is not None:
-            return listed
-        return entry.ondemand_usd_per_h * (1.0 - self.spot_discount_for(entry))
-
     def _listed(self, name: str, capacity_type: CapacityType, zone: str) -> float | None:
+        if not self.overrides:
+            return None
         found = self.overrides.get((name, capacity_type, zone))
         return found if found is not None else self.overrides.get((name, capacity_type, None))
 
     def offerings(self, entry: CatalogEntry, zones: Sequence[str]) -> tuple[Offering, ...]:
         """One offering per zone and capacity type (spot first, then on-demand, zones in order)."""
-        return tuple(
-            Offering(zone=zone, capacity_type=ct, price_usd_per_h=self.price(entry, ct, zone))
-            for ct in PRICED_CAPACITY_TYPES
-            for zone in zones
-        )
+        spot = entry.ondemand_usd_per_h * (1.0 - self.spot_discount_for(entry))
+        on_demand = entry.ondemand_usd_per_h * (1.0 - self.commitment_discount)
+        offers = []
+        defaults: tuple[tuple[CapacityType, float], ...] = (("spot", spot), ("on-demand", on_demand))
+        for ct, default in defaults:
+            for zone in zones:
+                listed = self._listed(entry.name, ct, zone)
+                if listed is None:
+                    price = default
+                elif ct == "on-demand":
+                    price = listed * (1.0 - self.commitment_discount)
+                else:
+                    price = listed
+                offers.append(Offering(zone=zone, capacity_type=ct, price_usd_per_h=price))
+        return tuple(offers)
 
 
 PRICE_FILE_COLUMNS = ("instance_type", "capacity_type", "zone", "price_usd_per_hour")

@@ -15,6 +15,7 @@ import csv
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -112,8 +113,9 @@ def bundled_files() -> tuple[Path, Path]:
     return Path(str(base.joinpath(BUNDLED_MAIN))), Path(str(base.joinpath(BUNDLED_DETAIL)))
 
 
+@cache
 def load_bundled_catalog() -> Catalog:
-    """The AWS us-east-1 catalog carried in the package (shapes joined with their ENI details)."""
+    """The AWS us-east-1 catalog carried in the package (read once per process; it is immutable)."""
     main, detail = bundled_files()
     return load_catalog(main, detail=detail, description=f"bundled AWS {BUNDLED_REGION} catalog")
 

@@ -522,7 +522,7 @@ def _budgets(doc: YamlDocument) -> tuple[Budget, ...]:
         if (schedule is None) != (duration is None):
             missing = "duration" if duration is None else "schedule"
             raise doc.error(
-                (*where, missing) if missing == "schedule" else where,
+                where,
                 f"a budget with {'a schedule' if duration is None else 'a duration'} needs {missing} too",
                 valid="both schedule and duration, or neither (always active)",
             )
@@ -617,7 +617,10 @@ def check_satisfiable(pool: NodePoolView, instance_types: Sequence[InstanceType]
     for i, req in enumerate(pool.spec.requirements):
         remaining = [it for it in candidates if requirement_allows(req, it)]
         if not remaining:
-            seen = sorted({v for it in candidates for v in _values(req.key, it)})
+            seen = sorted(
+                {v for it in candidates for v in _values(req.key, it)},
+                key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v),
+            )
             shown = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
             raise pool.resource.doc.error(
                 (*path, i),
