@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sim.cli_calibrate import backtest_cmd, calibrate_cmd
 from sim.cli_tune import apply_cmd, pr_cmd, tune_cmd
 from sim.errors import ExitCode, ExternalError, InputError
 
@@ -287,6 +288,8 @@ def _ms(value: float | None) -> str:
 app.command("tune")(tune_cmd)
 app.command("apply")(apply_cmd)
 app.command("pr")(pr_cmd)
+app.command("calibrate")(calibrate_cmd)
+app.command("backtest")(backtest_cmd)
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.calibrate import fit, profile
-from sim.calibrate.history import Issue
+from sim.calibrate.history import GaugeSignal, Issue
 from sim.calibrate.model import Parameter, WorkloadModel, fmt_cpu, fmt_duration
-from sim.calibrate.querysets import Catalog, choose, probe_selectors
+from sim.calibrate.querysets import Catalog, Chosen, choose, probe_selectors
 from sim.calibrate.signals import (
     Histogram,
     RequestCounts,
@@ -134,16 +134,45 @@ def _promql_rate(sel: str, step_s: float) -> str:
     return f"sum(rate({sel}[{step_s:g}s]))"
 
 
-def calibrate(
+@dataclass
+class ServiceHistory:
+    """A service's traffic, latency and replica signals on one grid, with what was wrong with them."""
+
+    target: Target
+    variables: dict[str, str]
+    grid: Grid
+    scrape_s: float
+    chosen: Chosen
+    requests: RequestCounts
+    histograms: dict[str, Histogram]
+    ready: GaugeSignal
+    spec_replicas: GaugeSignal
+    ready_queries: list[str]
+    spec_queries: list[str]
+    issues: list[Issue]
+
+    @property
+    def pods(self) -> tuple[np.ndarray, list[str]]:
+        """Ready pods per interval (spec replicas when readiness is not recorded), and the queries."""
+        if np.isfinite(self.ready.intervals).any():
+            return self.ready.intervals, self.ready_queries
+        return self.spec_replicas.intervals, self.spec_queries
+
+    @property
+    def response(self) -> Histogram | None:
+        """The histogram closest to what users saw: the ingress's, else the app's."""
+        return self.histograms.get("ingress") or self.histograms.get("app")
+
+
+def read_history(
     source: Source,
     target: Target,
     catalog: Catalog,
     start_s: float | None = None,
     end_s: float | None = None,
     step_s: float | None = None,
-    seed: int = 0,
-) -> Calibration:
-    """Read the service's history from `source` and fit its workload model."""
+) -> ServiceHistory:
+    """Find the service's series, choose the grid, and read requests, latency and replicas."""
     start_s, end_s = resolve_window(source, start_s, end_s)
     variables = target.variables(catalog.variables)
     chosen = choose(catalog, source, variables, start_s, end_s)
@@ -159,8 +188,6 @@ def calibrate(
     window = open_grid(source, probe_selectors(first, variables)[0], start_s, end_s, step_s)
     grid, scrape = window.grid, window.scrape_s
     issues: list[Issue] = list(window.issues)
-    rng = np.random.default_rng(seed)
-
     requests = None
     if chosen.app is not None:
         requests = read_requests(source, chosen.app.requests, chosen.app.latency, variables, grid, scrape)
@@ -185,10 +212,45 @@ def calibrate(
     ready, _, ready_q = read_gauge(source, k8s.ready, variables, grid, scrape)
     spec_replicas, _, spec_q = read_gauge(source, k8s.replicas, variables, grid, scrape)
     issues += ready.issues + spec_replicas.issues
-    pods = ready.intervals
-    pods_query = ready_q
-    if not np.isfinite(pods).any():
-        pods, pods_query = spec_replicas.intervals, spec_q
+    return ServiceHistory(
+        target,
+        variables,
+        grid,
+        scrape,
+        chosen,
+        requests,
+        hists,
+        ready,
+        spec_replicas,
+        ready_q,
+        spec_q,
+        issues,
+    )
+
+
+def calibrate(
+    source: Source,
+    target: Target,
+    catalog: Catalog,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    step_s: float | None = None,
+    seed: int = 0,
+) -> Calibration:
+    """Read the service's history from `source` and fit its workload model."""
+    hist = read_history(source, target, catalog, start_s, end_s, step_s)
+    grid, scrape, variables, requests, hists = (
+        hist.grid,
+        hist.scrape_s,
+        hist.variables,
+        hist.requests,
+        hist.histograms,
+    )
+    chosen, issues = hist.chosen, hist.issues
+    ready, spec_replicas = hist.ready, hist.spec_replicas
+    pods, pods_query = hist.pods
+    k8s = catalog.kubernetes
+    rng = np.random.default_rng(seed)
 
     params: dict[str, Parameter] = {}
     model_block: dict[str, object] = {}
@@ -250,7 +312,7 @@ def calibrate(
             "core-s",
             {"stderr": est.cpu_per_request_se_s, "intervals": est.n, "r2": est.r2},
             cpu_source,
-            f"rate({cpu_sel.promql()}) ~ idle·ready_pods + "
+            f"{_promql_rate(cpu_sel.promql(), step)} ~ idle·ready_pods + "
             f"cpu_per_request·{_promql_rate(requests.selector.promql(), step)}",
             "robust (soft-L1) regression without intercept",
         )

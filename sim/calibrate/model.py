@@ -117,7 +117,7 @@ def _commented(value: Any, flow: bool = False) -> Any:
         return m
     if isinstance(value, list):
         seq = CommentedSeq(_commented(v, flow) for v in value)
-        if all(not isinstance(v, dict | list) for v in value):
+        if value and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
             seq.fa.set_flow_style()
         return seq
     return value
