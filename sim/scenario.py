@@ -184,7 +184,12 @@ class ServiceEntry(_Model):
     )
     kro: KroMapping | None = Field(default=None, description="how to read the app when it is a KRO instance")
     traffic: TrafficSpec
-    model: ServiceModelSpec
+    model: ServiceModelSpec | None = None
+    model_file: str | None = Field(
+        default=None,
+        description="instead of `model`: a workload model written by `capsim calibrate` "
+        "(its `model:` block is used), relative to the scenario file",
+    )
     metrics: MetricNamesModel = Field(default_factory=MetricNamesModel)
     initial_replicas: int | None = Field(
         default=None, ge=0, description="default: the Deployment's replicas, else the minimum"
@@ -194,6 +199,12 @@ class ServiceEntry(_Model):
     def _has_manifests(self) -> ServiceEntry:
         if self.manifests is None and self.inline is None:
             raise ValueError("give manifests (paths in the GitOps tree) or inline manifests")
+        return self
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ServiceEntry:
+        if (self.model is None) == (self.model_file is None):
+            raise ValueError("give either model (inline) or model_file (a calibrated model)")
         return self
 
 
@@ -401,6 +412,7 @@ class LoadedService:
     metrics: MetricNames
     initial_replicas: int
     manifests: ManifestSet
+    model_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -454,6 +466,8 @@ def load_scenario(path: Path | str) -> LoadedScenario:
         service = _load_service(entry, doc.sub(("services", i)), gitops_root, base_dir, spec)
         services.append(service)
         inputs.extend(f for f in service.manifests.files if f not in inputs)
+        if service.model_file is not None:
+            inputs.append(service.model_file)
         warnings.extend(w for w in service.manifests.warnings if w not in warnings)
         if isinstance(entry.traffic, ReplayTraffic):
             inputs.append(_replay_path(entry.traffic, base_dir))
@@ -584,7 +598,7 @@ def _load_service(
         "job": entry.name,
     }
     labels.update(entry.metrics.labels)
-    model = entry.model
+    model, model_file = _service_model(entry, doc, base_dir)
     return LoadedService(
         name=entry.name,
         scaled_object=so.spec,
@@ -613,7 +627,33 @@ def _load_service(
         metrics=MetricNames(labels, entry.metrics.requests_total, entry.metrics.duration),
         initial_replicas=initial,
         manifests=manifests,
+        model_file=model_file,
     )
+
+
+def _service_model(
+    entry: ServiceEntry, doc: YamlDocument, base_dir: Path
+) -> tuple[ServiceModelSpec, Path | None]:
+    """The inline model, or the `model:` block of a calibrated model file (errors point into it)."""
+    if entry.model is not None:
+        return entry.model, None
+    assert entry.model_file is not None
+    path = Path(entry.model_file).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise doc.error(
+            ("model_file",),
+            f"model file {path} does not exist",
+            valid="a file written by `capsim calibrate`, relative to the scenario file",
+        )
+    model_doc = load_mapping(path)
+    if not isinstance(model_doc.get(("model",)), dict):
+        raise model_doc.error(
+            ("model",),
+            "the file has no `model:` block",
+            valid="a workload model written by `capsim calibrate`",
+        )
+    return validate_model(ServiceModelSpec, model_doc.sub(("model",))), path
 
 
 def _manifests(entry: ServiceEntry, doc: YamlDocument, gitops_root: Path) -> ManifestSet:
