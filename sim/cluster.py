@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +26,14 @@ from sim.catalog.pricing import (
     load_price_file,
     most_specific,
 )
-from sim.catalog.table import Catalog, load_bundled_catalog, load_catalog
+from sim.catalog.table import Catalog, CatalogEntry, load_bundled_catalog, load_catalog
+from sim.controllers.karpenter.config import (
+    BatchConfig,
+    DisruptionConfig,
+    KarpenterConfig,
+    LaunchConfig,
+    ProvisioningConfig,
+)
 from sim.controllers.karpenter.types import (
     LABEL_NODEPOOL,
     PDB,
@@ -72,8 +79,10 @@ class LoadedCluster:
 
     `instance_types` is keyed by EC2NodeClass name (a pool's `node_class`);
     `pods` by service name. `interruption_rate_per_h` is the spot
-    interruption rate of every instance type. `node_pool_sources` says where
-    each NodePool is written, for explanations and the manifest writer.
+    interruption rate of every instance type, `insufficient_capacity` the
+    probability that one launch attempt of each type is refused (0 for every
+    type by default). `node_pool_sources` says where each NodePool is
+    written, for explanations and the manifest writer.
     """
 
     node_pools: tuple[NodePoolSpec, ...]
@@ -87,6 +96,8 @@ class LoadedCluster:
     node_launch: Dist
     cold_image_pull: Dist
     interruption_rate_per_h: Mapping[str, float]
+    insufficient_capacity: Mapping[str, float]
+    karpenter: KarpenterConfig
     catalog: str
     node_pool_sources: Mapping[str, SourceLocation] = field(default_factory=dict)
 
@@ -135,7 +146,11 @@ def load_cluster(
         zones=tuple(model.zones),
         node_launch=model.node_launch.to_dist(),
         cold_image_pull=model.cold_image_pull.to_dist(),
-        interruption_rate_per_h=_interruption_rates(model, catalog),
+        interruption_rate_per_h=_per_type(
+            model.spot_interruption_rate, catalog, default_interruption_rate_per_h
+        ),
+        insufficient_capacity=_per_type(model.insufficient_capacity, catalog, lambda _: 0.0),
+        karpenter=_karpenter(model),
         catalog=catalog.description,
         node_pool_sources={p.spec.name: p.resource.doc.locate(()) for p in pools},
     )
@@ -192,14 +207,30 @@ def _pricing(
     )
 
 
-def _interruption_rates(model: ClusterModel, catalog: Catalog) -> dict[str, float]:
-    given = model.spot_interruption_rate
+def _per_type(
+    given: float | Mapping[str, float] | None,
+    catalog: Catalog,
+    default: Callable[[CatalogEntry], float],
+) -> dict[str, float]:
+    """A value for every instance type from one number or a type/family/category/default map."""
     table = {"default": given} if isinstance(given, float | int) else dict(given or {})
-    rates = {}
+    values = {}
     for entry in catalog.entries:
         found = most_specific(entry, table)
-        rates[entry.name] = found if found is not None else default_interruption_rate_per_h(entry)
-    return rates
+        values[entry.name] = found if found is not None else default(entry)
+    return values
+
+
+def _karpenter(model: ClusterModel) -> KarpenterConfig:
+    k = model.karpenter
+    return KarpenterConfig(
+        batch=BatchConfig(idle_s=k.batch_idle_duration, max_s=k.batch_max_duration),
+        provisioning=ProvisioningConfig(
+            preference_policy=k.preference_policy, min_values_policy=k.min_values_policy
+        ),
+        launch=LaunchConfig(spot_allocation=k.spot_allocation),
+        disruption=DisruptionConfig(spot_to_spot=k.spot_to_spot_consolidation),
+    )
 
 
 # --- pods --------------------------------------------------------------------------------------------

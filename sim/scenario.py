@@ -280,6 +280,28 @@ class BackgroundWorkloadModel(_Model):
         return self
 
 
+class KarpenterSettingsModel(_Model):
+    """Karpenter's operator options and the simulator's choices for what EC2 decides (spec §12)."""
+
+    batch_idle_duration: PositiveDuration = Field(default=1.0, description="BATCH_IDLE_DURATION")
+    batch_max_duration: PositiveDuration = Field(default=10.0, description="BATCH_MAX_DURATION")
+    min_values_policy: Literal["Strict", "BestEffort"] = Field(
+        default="Strict", description="MIN_VALUES_POLICY"
+    )
+    preference_policy: Literal["Respect", "Ignore"] = Field(
+        default="Respect", description="PREFERENCE_POLICY"
+    )
+    spot_to_spot_consolidation: bool = Field(
+        default=False, description="the SpotToSpotConsolidation feature gate (off upstream by default)"
+    )
+    spot_allocation: Literal["lowest-price", "price-capacity-optimized"] = Field(
+        default="lowest-price",
+        description="how EC2 picks among spot offerings: the cheapest (optimistic, reproducible), or a "
+        "price-weighted random pick among the cheapest few (an assumption, to see what a non-cheapest "
+        "choice costs)",
+    )
+
+
 class ClusterModel(_Model):
     """The nodes the services run on: Karpenter NodePools over an instance catalog, and what they cost.
 
@@ -336,6 +358,14 @@ class ClusterModel(_Model):
     )
     background: list[BackgroundWorkloadModel] = Field(
         default_factory=list, description="other tenants' pods per NodePool (fixed or a replica series)"
+    )
+    insufficient_capacity: Fraction | dict[str, Fraction] = Field(
+        default=0.0,
+        description="probability that EC2 refuses one launch attempt of an offering (insufficient capacity): "
+        "one number, or a map like spot_discount; default 0 (capacity always there)",
+    )
+    karpenter: KarpenterSettingsModel = Field(
+        default_factory=KarpenterSettingsModel, description="Karpenter options and launch choices"
     )
 
 

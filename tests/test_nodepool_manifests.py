@@ -649,6 +649,13 @@ def test_cluster_settings_reach_the_loaded_cluster(tmp_path: Path) -> None:
     spot_interruption_rate: {default: 0.001, m5.large: 0.01}
     node_launch: {distribution: gamma, mean: 60s, cv: 0.5}
     cold_image_pull: {distribution: deterministic, mean: 5s}
+    insufficient_capacity: {m5: 0.25}
+    karpenter:
+      batch_idle_duration: 2s
+      batch_max_duration: 20s
+      spot_allocation: price-capacity-optimized
+      spot_to_spot_consolidation: true
+      min_values_policy: BestEffort
     """
     scenario = _load(tmp_path, cluster=cluster)
     assert scenario.cluster is not None
@@ -657,6 +664,11 @@ def test_cluster_settings_reach_the_loaded_cluster(tmp_path: Path) -> None:
     assert (c.node_launch.kind, c.node_launch.mean_s, c.node_launch.cv) == ("gamma", 60.0, 0.5)
     assert (c.cold_image_pull.kind, c.cold_image_pull.mean_s) == ("deterministic", 5.0)
     assert c.interruption_rate_per_h["m5.large"] == 0.01 and c.interruption_rate_per_h["c5.large"] == 0.001
+    assert c.insufficient_capacity["m5.xlarge"] == 0.25 and c.insufficient_capacity["m6i.large"] == 0.0
+    assert (c.karpenter.batch.idle_s, c.karpenter.batch.max_s) == (2.0, 20.0)
+    assert c.karpenter.launch.spot_allocation == "price-capacity-optimized"
+    assert c.karpenter.disruption.spot_to_spot is True
+    assert c.karpenter.provisioning.min_values_policy == "BestEffort"
     m5 = next(it for it in c.instance_types["default"] if it.name == "m5.large")
     prices = {(o.zone, o.capacity_type): o.price_usd_per_h for o in m5.offerings}
     assert prices[("zone-b", "spot")] == 0.01
@@ -673,6 +685,9 @@ def test_default_latencies_and_rates() -> None:
     assert (launch.kind, launch.mean_s, launch.cv) == ("lognormal", 45.0, 0.3)
     assert scenario.cluster.cold_image_pull.mean_s == 10.0
     assert 5e-5 < scenario.cluster.interruption_rate_per_h["m6i.large"] < 1e-4
+    assert set(scenario.cluster.insufficient_capacity.values()) == {0.0}
+    assert scenario.cluster.karpenter.launch.spot_allocation == "lowest-price"
+    assert scenario.cluster.karpenter.batch.idle_s == 1.0 and scenario.cluster.karpenter.batch.max_s == 10.0
 
 
 # --- helpers ------------------------------------------------------------------------------------------
