@@ -278,6 +278,21 @@ def test_ami_family_from_alias_and_windows(tmp_path: Path) -> None:
     assert {it.capacity.pods for it in types} == {110.0}
 
 
+def test_well_known_labels_without_catalog_data_are_ignored_not_rejected(tmp_path: Path) -> None:
+    pools = _pool_with(
+        "- {key: karpenter.sh/capacity-type, operator: In, values: [spot]}\n"
+        "- {key: karpenter.k8s.aws/instance-tenancy, operator: In, values: [default]}\n"
+        "- {key: topology.k8s.aws/zone-id, operator: In, values: [use1-az1]}\n"
+        "- {key: team, operator: In, values: [shop]}\n"
+    )
+    scenario = _load(tmp_path, pools=pools)
+    assert scenario.cluster is not None
+    (pool,) = scenario.cluster.node_pools
+    assert [r.key for r in pool.requirements] == [LABEL_CAPACITY_TYPE, "team"]
+    (note,) = [w for w in scenario.warnings if "NodePool/general" in w]
+    assert "requirements[1]" in note and "requirements[2]" in note and "requirements[3]" not in note
+
+
 # --- bad manifests ----------------------------------------------------------------------------------
 
 

@@ -73,6 +73,30 @@ NORMALIZED_LABELS = {
 RESTRICTED_DOMAINS = ("karpenter.sh", "karpenter.k8s.aws")
 OFFERING_LABELS = (LABEL_ZONE, LABEL_CAPACITY_TYPE)
 ALLOWED_REQUIREMENT_KEYS = frozenset({*WELL_KNOWN_LABELS, *OFFERING_LABELS, LABEL_NODEPOOL})
+_AWS = "karpenter.k8s.aws/"
+UPSTREAM_WELL_KNOWN = frozenset(
+    {
+        *ALLOWED_REQUIREMENT_KEYS,
+        LABEL_REGION,
+        "node.kubernetes.io/windows-build",
+        "topology.k8s.aws/zone-id",
+        *(
+            _AWS + name
+            for name in (
+                "capacity-reservation-id",
+                "capacity-reservation-type",
+                "capacity-reservation-interruptible",
+                "instance-encryption-in-transit-supported",
+                "nitro-sandbox",
+                "instance-cpu-sustained-clock-speed-mhz",
+                "instance-tenancy",
+                "placement-group-id",
+                "placement-group-partition",
+            )
+        ),
+    }
+)
+"""Labels Karpenter (core and AWS) lets a NodePool require; the catalog has values for the ALLOWED ones."""
 CAPACITY_TYPE_VALUES = ("on-demand", "spot", "reserved")
 SUPPORTED_EVICTION_SIGNALS = (
     "memory.available",
@@ -349,7 +373,7 @@ def _nodepool(
     if doc.get(("spec", "template", "metadata", "annotations")):
         ignored.append("spec.template.metadata.annotations")
     labels = _template_labels(doc)
-    requirements = _requirements(doc, (*spec_path, "requirements"))
+    requirements = _requirements(doc, (*spec_path, "requirements"), ignored)
     taints = _taints(doc, (*spec_path, "taints"), ignored, seen=set())
     startup = _taints(doc, (*spec_path, "startupTaints"), ignored, seen={(t.key, t.effect) for t in taints})
     disruption = doc.get(("spec", "disruption")) or {}
@@ -413,7 +437,7 @@ def _node_class_ref(doc: YamlDocument, node_classes: Mapping[str, NodeClassView]
 
 def _restricted(key: str) -> bool:
     """Karpenter reserves its own label domains (and the hostname) except for its well-known labels."""
-    if key in ALLOWED_REQUIREMENT_KEYS and key != LABEL_NODEPOOL:
+    if key in UPSTREAM_WELL_KNOWN and key != LABEL_NODEPOOL:
         return False
     domain = key.split("/", 1)[0] if "/" in key else ""
     if any(domain == d or domain.endswith("." + d) for d in RESTRICTED_DOMAINS):
@@ -434,7 +458,7 @@ def _template_labels(doc: YamlDocument) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
-def _requirements(doc: YamlDocument, path: FieldPath) -> tuple[Requirement, ...]:
+def _requirements(doc: YamlDocument, path: FieldPath, ignored: list[str]) -> tuple[Requirement, ...]:
     found = []
     for i, item in enumerate(doc.get(path) or []):
         where = (*path, i)
@@ -468,11 +492,15 @@ def _requirements(doc: YamlDocument, path: FieldPath) -> tuple[Requirement, ...]
                 valid=", ".join(CAPACITY_TYPE_VALUES),
             )
         try:
-            found.append(Requirement(key, Operator(operator), tuple(values), min_values))
+            requirement = Requirement(key, Operator(operator), tuple(values), min_values)
         except (RequirementError, ValueError) as exc:
             raise doc.error(
                 where, str(exc), valid="operators " + ", ".join(o.value for o in Operator)
             ) from None
+        if key in UPSTREAM_WELL_KNOWN - ALLOWED_REQUIREMENT_KEYS:
+            ignored.append(f"{doc.field(where)} (the catalog has no {key} values; not applied)")
+        else:
+            found.append(requirement)
     return tuple(found)
 
 
