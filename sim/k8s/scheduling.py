@@ -34,6 +34,7 @@ from sim.controllers.karpenter.types import (
     TopologySpreadConstraint,
     WeightedRequirements,
 )
+from sim.errors import InputError
 from sim.k8s.kro import RGD_KIND
 from sim.k8s.kustomize import ManifestSet, Resource
 from sim.k8s.nodepool import NORMALIZED_LABELS, go_duration_s
@@ -158,7 +159,7 @@ class _PodReader:
     def get(self, *path: str | int) -> Any:
         return self.doc.get((*self.base, *path))
 
-    def error(self, path: FieldPath, message: str, valid: str | None = None) -> Exception:
+    def error(self, path: FieldPath, message: str, valid: str | None = None) -> InputError:
         return self.doc.error((*self.base, *path), message, valid)
 
     def ignore(self, path: FieldPath, why: str) -> None:
@@ -234,8 +235,6 @@ class _PodReader:
                 init_peak = _max(init_peak, sidecars)
             else:
                 init_peak = _max(init_peak, sidecars + own)
-        if self.get("spec", "runtimeClassName") is not None:
-            self.ignore(("spec", "runtimeClassName"), "RuntimeClass overhead is not added to requests")
         return _max(app + sidecars, init_peak)
 
     def _container_requests(self, path: FieldPath) -> Resources:
