@@ -693,6 +693,25 @@ def test_cluster_settings_reach_the_loaded_cluster(tmp_path: Path) -> None:
     assert tmp_path / "prices.csv" in scenario.input_files
 
 
+def test_a_user_catalog_replaces_the_bundled_one(tmp_path: Path) -> None:
+    header = "instance_type,arch,vcpu,memory_mib,max_pods,ondemand_usd_per_hour\n"
+    (tmp_path / "tiny.csv").write_text(
+        header + "x1.large,amd64,2,8192,29,0.1\nx1.xlarge,amd64,4,16384,58,0.2\n"
+    )
+    scenario = _load(tmp_path, cluster="catalog: tiny.csv\n")
+    assert scenario.cluster is not None
+    assert [it.name for it in scenario.cluster.instance_types["default"]] == ["x1.large", "x1.xlarge"]
+    assert scenario.cluster.catalog.endswith("tiny.csv")
+    assert tmp_path / "tiny.csv" in scenario.input_files
+
+
+def test_a_bad_user_catalog_names_its_cell(tmp_path: Path) -> None:
+    header = "instance_type,arch,vcpu,memory_mib,max_pods,ondemand_usd_per_hour\n"
+    (tmp_path / "tiny.csv").write_text(header + "x1.large,amd64,2,8Gi,29,0.1\n")
+    error = _error(tmp_path, cluster="catalog: tiny.csv\n")
+    assert (error.file, error.field, error.line) == (tmp_path / "tiny.csv", "memory_mib", 2)
+
+
 def test_default_latencies_and_rates() -> None:
     scenario = load_scenario(ROOT / "scenarios" / "diurnal-day.yaml")
     assert scenario.cluster is not None
