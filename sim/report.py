@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+# Figures are built without pyplot: no global backend is chosen or changed, so a notebook that
+# writes a report keeps showing its own inline plots, and nothing needs a display.
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from sim.latency import BUCKETS_S
 from sim.result import Result, summary_json
@@ -168,7 +169,7 @@ def _hours(ts: pd.DataFrame) -> pd.Series:
     return ts["time_s"] / 3600.0
 
 
-def _shade_breaches(ax: plt.Axes, slo_results: list[SLOResult], service: str) -> None:
+def _shade_breaches(ax: Axes, slo_results: list[SLOResult], service: str) -> None:
     """Shade the windows where an SLO of this service was not met, once in the legend."""
     labelled = False
     for r in slo_results:
@@ -199,7 +200,7 @@ def _plots(
         h = _hours(s)
         names = []
 
-        fig, ax = plt.subplots(figsize=(10, 3.5))
+        fig, ax = _figure()
         ax.plot(h, s["offered_rps"], label="offered", lw=1)
         ax.plot(h, s["served_rps"], label="served", lw=1)
         ax.plot(h, s["failed_rps"], label="failed", lw=1, color="tab:red")
@@ -209,7 +210,7 @@ def _plots(
         _legend(ax)
         names.append(_save(fig, out / f"{service}-traffic.png"))
 
-        fig, ax = plt.subplots(figsize=(10, 3.5))
+        fig, ax = _figure()
         ax.step(h, s["replicas_desired"], where="post", label="desired", lw=1)
         ax.step(h, s["replicas_ready"], where="post", label="ready", lw=1)
         ax.step(h, s["replicas_starting"], where="post", label="starting", lw=1, alpha=0.7)
@@ -221,7 +222,7 @@ def _plots(
         _legend(ax)
         names.append(_save(fig, out / f"{service}-replicas.png"))
 
-        fig, ax = plt.subplots(figsize=(10, 3.5))
+        fig, ax = _figure()
         for col, label in (("latency_p50_ms", "p50"), ("latency_p95_ms", "p95"), ("latency_p99_ms", "p99")):
             ax.plot(h, s[col], label=label, lw=1)
         for i, line in enumerate(slo_lines.get(service, [])):
@@ -243,7 +244,7 @@ def _plots(
         _legend(ax)
         names.append(_save(fig, out / f"{service}-latency.png"))
 
-        fig, ax = plt.subplots(figsize=(10, 3.5))
+        fig, ax = _figure()
         ax.plot(h, s["metric_value"], label="metric seen by the HPA", lw=1)
         ax.plot(
             h,
@@ -265,15 +266,19 @@ def _plots(
     return files
 
 
-def _legend(ax: plt.Axes) -> None:
+def _legend(ax: Axes) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize="small", framealpha=0.85)
 
 
-def _save(fig: plt.Figure, path: Path) -> str:
+def _figure() -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(10, 3.5))
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path.name
 
 
