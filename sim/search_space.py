@@ -592,11 +592,28 @@ def apply_params(scn: Any, params: Mapping[str, Value]) -> Any:
         _apply_service(s, by_service[s.name]) if s.name in by_service else s for s in scn.services
     )
     out = dataclasses.replace(scn, services=services)
-    if by_pool:
-        cluster = scn.cluster
-        pools = tuple(_apply_pool(p, by_pool[p.name]) if p.name in by_pool else p for p in cluster.node_pools)
-        out = dataclasses.replace(out, cluster=dataclasses.replace(cluster, node_pools=pools))
-    return out
+    cluster = getattr(scn, "cluster", None)
+    if cluster is None:
+        return out
+    pods = dict(cluster.pods)
+    for old, new in zip(scn.services, services, strict=True):
+        if new is not old and new.name in pods:
+            pods[new.name] = _resized_pods(pods[new.name], old.workload, new.workload)
+    pools = tuple(_apply_pool(p, by_pool[p.name]) if p.name in by_pool else p for p in cluster.node_pools)
+    return dataclasses.replace(out, cluster=dataclasses.replace(cluster, node_pools=pools, pods=pods))
+
+
+def _resized_pods(template: Any, old: Any, new: Any) -> Any:
+    """The scheduler's view of a pod follows a request change (by the same delta: sidecars stay)."""
+    requests = template.spec.requests
+    cpu = requests.cpu_millicores + (new.cpu_request_millicores or 0.0) - (old.cpu_request_millicores or 0.0)
+    mem = requests.memory_mib + (new.memory_request_mib or 0.0) - (old.memory_request_mib or 0.0)
+    if cpu == requests.cpu_millicores and mem == requests.memory_mib:
+        return template
+    spec = dataclasses.replace(
+        template.spec, requests=dataclasses.replace(requests, cpu_millicores=cpu, memory_mib=mem)
+    )
+    return dataclasses.replace(template, spec=spec)
 
 
 def _apply_service(svc: Any, values: dict[str, Value]) -> Any:

@@ -104,6 +104,7 @@ def test_tree_scan_finds_tenants_and_skips_unparseable_files(tmp_path: Path) -> 
 class FakeCluster:
     node_pools: tuple[NodePoolSpec, ...]
     background: tuple[Any, ...] = ()
+    pods: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
