@@ -3,8 +3,9 @@
 A pull request that touches a ScaledObject is judged against numbers for the
 base branch: `reports/baseline.json`, written by `capsim check --update-baseline`.
 Those numbers are only worth trusting while they describe what the base branch
-would simulate to today, so the baseline records the capsim version, a hash of
-the scenario file and of every manifest it read, and the seeds. When they no
+would simulate to today, so the baseline records the capsim version (and a hash
+of its code, since a development install changes the model without a new
+version), a hash of the scenario file and of every manifest it read, and the seeds. When they no
 longer match (capsim upgraded, the scenario or a base manifest edited since),
 `base_ref` re-simulates the base branch's files from git with the current code
 instead, and every verdict says which of the two it compared against.
@@ -23,6 +24,7 @@ has node costs, else pod-hours as the capacity proxy; lower is better).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -133,11 +135,13 @@ class Sample:
     inputs: dict[str, str]
     seeds: tuple[int, ...]
     measures: dict[str, Measure]
+    code_hash: str | None = None  # None in baselines written before it was recorded
 
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
             "capsim_version": self.capsim_version,
+            "code_hash": self.code_hash,
             "scenario_hash": self.scenario_hash,
             "manifest_hash": self.manifest_hash,
             "inputs": self.inputs,
@@ -156,6 +160,7 @@ class Sample:
             inputs=dict(data["inputs"]),
             seeds=tuple(int(s) for s in data["seeds"]),
             measures={n: Measure.from_json(n, m) for n, m in data["measures"].items()},
+            code_hash=data.get("code_hash"),
         )
 
 
@@ -222,6 +227,16 @@ def fingerprint(scenario_file: Path, input_files: Sequence[Path]) -> tuple[str, 
     return inputs[scenario_rel], h.hexdigest()[:16], inputs
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of capsim's own source: a development install changes the model without a new version."""
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cost_of(summary: dict[str, Any]) -> tuple[float, str]:
     """The run's cost: node cost in USD when the run modelled nodes, else pod-hours.
 
@@ -230,7 +245,7 @@ def cost_of(summary: dict[str, Any]) -> tuple[float, str]:
     """
     cost = summary.get("cost")
     if isinstance(cost, dict):
-        for key in ("total_usd", "usd"):
+        for key in ("total_usd", "node_cost_usd", "usd"):
             if isinstance(cost.get(key), int | float):
                 return float(cost[key]), "USD"
     for key in ("cost_usd", "total_cost_usd"):
@@ -303,6 +318,7 @@ def sample_scenario(
         inputs=inputs,
         seeds=run_seeds,
         measures=measures_of(summaries, scn.max_failure_ratio),
+        code_hash=code_fingerprint(),
     )
 
 
@@ -508,6 +524,8 @@ def staleness(recorded: Sample, current: Sample) -> tuple[list[str], list[str]]:
     why = []
     if recorded.capsim_version != current.capsim_version:
         why.append(f"capsim {recorded.capsim_version} → {current.capsim_version}")
+    elif recorded.code_hash and current.code_hash and recorded.code_hash != current.code_hash:
+        why.append(f"capsim's code changed ({recorded.code_hash} → {current.code_hash})")
     if recorded.scenario_hash != current.scenario_hash:
         why.append("scenario file edited")
     own = Path(current.file).name
@@ -525,7 +543,9 @@ def _fingerprint_only(path: Path) -> Sample:
 
     scn = load_scenario(path)
     scenario_hash, manifest_hash, inputs = fingerprint(path, scn.input_files)
-    return Sample(scn.name, str(path), __version__, scenario_hash, manifest_hash, inputs, (), {})
+    return Sample(
+        scn.name, str(path), __version__, scenario_hash, manifest_hash, inputs, (), {}, code_fingerprint()
+    )
 
 
 # --- the gate -------------------------------------------------------------------------------------

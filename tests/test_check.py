@@ -277,3 +277,16 @@ def test_committed_demo_baseline_passes(
     assert len(scenarios) >= 3
     code = capsim(monkeypatch, "check", *scenarios)
     assert code == 0, capsys.readouterr().out
+
+
+def test_changed_capsim_code_makes_the_baseline_stale(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline = _baseline(monkeypatch, repo)
+    data = json.loads(baseline.read_text())
+    data["scenarios"]["engine-test"]["code_hash"] = "0" * 16
+    baseline.write_text(json.dumps(data))
+    capsys.readouterr()
+    args = ["check", str(repo / "spike.yaml"), "--baseline", str(baseline), "--base-ref", "main"]
+    assert capsim(monkeypatch, *args) == 0
+    assert "re-simulated from main (capsim's code changed (0000000000000000 → " in capsys.readouterr().out
