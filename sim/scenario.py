@@ -281,10 +281,15 @@ class BackgroundWorkloadModel(_Model):
 
 
 class KarpenterSettingsModel(_Model):
-    """Karpenter's operator options and the simulator's choices for what EC2 decides (spec §12)."""
+    """Karpenter's operator options, and the simulator's choices for what EC2 decides at launch."""
 
-    batch_idle_duration: PositiveDuration = Field(default=1.0, description="BATCH_IDLE_DURATION")
-    batch_max_duration: PositiveDuration = Field(default=10.0, description="BATCH_MAX_DURATION")
+    batch_idle_duration: PositiveDuration = Field(
+        default=1.0,
+        description="BATCH_IDLE_DURATION: a batch of pending pods closes this long after the last new one",
+    )
+    batch_max_duration: PositiveDuration = Field(
+        default=10.0, description="BATCH_MAX_DURATION: a batch closes at the latest this long after it opened"
+    )
     min_values_policy: Literal["Strict", "BestEffort"] = Field(
         default="Strict", description="MIN_VALUES_POLICY"
     )
