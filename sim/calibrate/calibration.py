@@ -37,6 +37,7 @@ MIN_OBSERVATIONS = 200  # requests in a histogram before its shape is fitted
 MIN_INTERVALS = 30  # intervals before a regression or a load fit is attempted
 MIN_STARTS = 5
 FEW_STARTS = 30
+ALL_TIME_S = 4_102_444_800.0  # 2100-01-01: the end of "any time" for a series look-up
 
 
 @dataclass(frozen=True)
@@ -177,12 +178,7 @@ def read_history(
     variables = target.variables(catalog.variables)
     chosen = choose(catalog, source, variables, start_s, end_s)
     if chosen.app is None and chosen.ingress is None:
-        raise ExternalError(
-            f"{source.description}: no request or latency series for service {target.service!r} in namespace "
-            f"{target.namespace!r} between {iso(start_s)} and {iso(end_s)}; looked up: "
-            + ", ".join(chosen.probed)
-            + ". Check --service/--namespace (the label values the series carry) or give --queries"
-        )
+        raise ExternalError(_nothing_found(source, target, catalog, variables, start_s, end_s, chosen))
     first = chosen.app or chosen.ingress
     assert first is not None
     window = open_grid(source, probe_selectors(first, variables)[0], start_s, end_s, step_s)
@@ -228,6 +224,32 @@ def read_history(
     )
 
 
+def _nothing_found(
+    source: Source,
+    target: Target,
+    catalog: Catalog,
+    variables: dict[str, str],
+    start_s: float,
+    end_s: float,
+    chosen: Chosen,
+) -> str:
+    """Why the window is empty: no such series at all, or series that exist outside the window."""
+    sets = [qs for qs in (*catalog.app, *catalog.ingress)]
+    elsewhere = [s for qs in sets for s in source.series(probe_selectors(qs, variables), 0.0, ALL_TIME_S)]
+    if elsewhere:
+        found = ", ".join(sorted({s["__name__"] for s in elsewhere}))
+        return (
+            f"{source.description}: the window {iso(start_s)} – {iso(end_s)} holds no data for service "
+            f"{target.service!r} in namespace {target.namespace!r}, though its series ({found}) exist at "
+            "other times; choose a window where the service ran"
+        )
+    return (
+        f"{source.description}: no request or latency series for service {target.service!r} in namespace "
+        f"{target.namespace!r} (looked up: {', '.join(chosen.probed)}); check --service/--namespace (the "
+        "label values the series carry) or describe the exporter in a query file (--queries)"
+    )
+
+
 def calibrate(
     source: Source,
     target: Target,
@@ -268,8 +290,9 @@ def calibrate(
     response = ingress or app
     conc: fit.ConcurrencyEstimate | None = None
     service_fit = handler_fit
-    service_method = "histogram fit (handler time): mean = _sum/_count, shape by bucket likelihood"
+    service_method = "histogram fit: mean = _sum/_count, shape (lognormal or gamma) by bucket likelihood"
     service_hist = app
+    service_note: str | None = None
     if response is not None and np.isfinite(pods).any():
         rate_per_pod = response.observations / step / pods
         rate_per_pod = np.where(response.valid, rate_per_pod, np.nan)
@@ -286,16 +309,25 @@ def calibrate(
                 handler_fit,
                 rng,
             )
-            if not paired and conc.service is not None:
+            if not paired and conc.service is not None and conc.queueing_visible:
                 service_fit = conc.service
                 service_hist = response
                 service_method = (
                     "fitted jointly with concurrency (M/G/k): with one latency histogram, "
                     "the service time is what its latency tends to at zero load"
                 )
-    if service_fit is None and app is not None and np.nansum(app.observations) >= MIN_OBSERVATIONS:
-        service_fit = fit.fit_histogram(app.counts[app.valid], app.sums_s[app.valid], app.bounds_s, rng)
-    _service_params(params, model_block, service_fit, service_hist, service_method, step, hists)
+            elif not paired:
+                service_note = (
+                    "latency did not vary with load in this history: if the histogram includes the wait "
+                    "for a worker, this mean is an upper bound on the service time"
+                )
+                if service_fit is None and np.nansum(response.observations) >= MIN_OBSERVATIONS:
+                    ok = response.valid
+                    service_fit = fit.fit_histogram(
+                        response.counts[ok], response.sums_s[ok], response.bounds_s, rng
+                    )
+                    service_hist = response
+    _service_params(params, model_block, service_fit, service_hist, service_method, service_note, hists)
     _workers_param(params, model_block, notes, conc, response, pods_query, step)
 
     # --- CPU --------------------------------------------------------------------------------
@@ -304,8 +336,8 @@ def calibrate(
     cores = cpu_sig.total() / step
     usable_cpu = np.isfinite(cores) & np.isfinite(served_rps) & np.isfinite(pods)
     cpu_source = [*cpu_q, *requests.queries, *pods_query]
-    if usable_cpu.sum() >= MIN_INTERVALS:
-        est = fit.fit_cpu(cores, served_rps, pods)
+    est = fit.fit_cpu(cores, served_rps, pods) if usable_cpu.sum() >= MIN_INTERVALS else None
+    if est is not None and est.separable:
         params["cpu_per_request"] = Parameter(
             "fitted",
             est.cpu_per_request_s,
@@ -314,7 +346,7 @@ def calibrate(
             cpu_source,
             f"{_promql_rate(cpu_sel.promql(), step)} ~ idle·ready_pods + "
             f"cpu_per_request·{_promql_rate(requests.selector.promql(), step)}",
-            "robust (soft-L1) regression without intercept",
+            "robust (soft-L1) regression without intercept, both terms ≥ 0",
         )
         params["idle_cpu"] = Parameter(
             "fitted",
@@ -326,6 +358,14 @@ def calibrate(
         )
         model_block["cpu_per_request"] = fmt_duration(est.cpu_per_request_s)
         model_block["idle_cpu"] = fmt_cpu(est.idle_cores_per_pod)
+    elif est is not None:
+        note = (
+            f"requests per pod hardly varied (mean {est.mean_rps_per_pod:.3g} req/s per pod using "
+            f"{est.mean_cores_per_pod:.3g} cores): CPU per request and idle CPU cannot be told apart; "
+            f"at most {est.mean_cores_per_pod / max(est.mean_rps_per_pod, 1e-9):.3g} core-s per request"
+        )
+        for name in ("cpu_per_request", "idle_cpu"):
+            params[name] = Parameter("not_identifiable", queries=cpu_source, note=note)
     else:
         why = "no CPU series" if not cpu_sig.valid.any() else f"only {int(usable_cpu.sum())} usable intervals"
         for name in ("cpu_per_request", "idle_cpu"):
@@ -521,7 +561,7 @@ def _service_params(
     est: fit.DistEstimate | None,
     hist: Histogram | None,
     method: str,
-    step: float,
+    note: str | None,
     hists: dict[str, Histogram],
 ) -> None:
     if est is None:
@@ -543,6 +583,7 @@ def _service_params(
         hist.queries,
         mean_q,
         method,
+        note,
     )
     params["service_time.cv"] = Parameter(
         "fitted",

@@ -46,6 +46,8 @@ K_MAX = 64
 UTILISATION_EVIDENCE = 0.7
 EVIDENCE_S = 1800.0
 LOAD_BINS = 48
+# CPU per request is reported only when its standard error is within this share of it.
+CPU_SEPARABLE = 0.1
 # Utilisation the model is evaluated at, at most: the stationary wait diverges at 1, and a
 # bin beyond capacity is the fit telling k is too small, which a large finite wait says as well.
 RHO_CAP = 0.995
@@ -256,6 +258,7 @@ class ConcurrencyEstimate:
     profile: dict[int, float]  # log-likelihood per candidate k, relative to the best
     high_utilisation_s: float
     service: DistEstimate | None  # the service time fitted jointly, when no handler histogram gave it
+    queueing_visible: bool  # one k explains the load-dependence clearly (whether or not it is reported)
 
 
 def _fit_joint(data: LoadBins, k: int, start: Dist, bounds_s: np.ndarray) -> tuple[float, Dist]:
@@ -335,16 +338,16 @@ def fit_concurrency(
             "latency does not change with load the way any single k predicts: "
             f"every k ≥ {lower} fits about as well (the latency holds no visible queueing)"
         )
-        return ConcurrencyEstimate(None, lower, reason, profile, high_s, joint_est)
+        return ConcurrencyEstimate(None, lower, reason, profile, high_s, joint_est, False)
     if not paired and high_s < EVIDENCE_S:
         reason = (
             f"only {high_s / 60:.0f} min at utilisation ≥ {UTILISATION_EVIDENCE} under the best fit "
             f"(k={k_best}); ≥ {EVIDENCE_S / 60:.0f} min, or an ingress histogram next to the app's, "
             "is needed to trust k"
         )
-        return ConcurrencyEstimate(None, lower, reason, profile, high_s, joint_est)
+        return ConcurrencyEstimate(None, lower, reason, profile, high_s, joint_est, True)
     reason = f"k={k_best} leads every other k by ≥ {margin:.0f} log-likelihood units"
-    return ConcurrencyEstimate(k_best, lower, reason, profile, high_s, joint_est)
+    return ConcurrencyEstimate(k_best, lower, reason, profile, high_s, joint_est, True)
 
 
 def _joint_uncertainty(
@@ -398,10 +401,18 @@ class CpuEstimate:
     idle_se_cores: float
     n: int
     r2: float
+    separable: bool
+    mean_cores_per_pod: float
+    mean_rps_per_pod: float
 
 
 def fit_cpu(cores: np.ndarray, rps: np.ndarray, pods: np.ndarray) -> CpuEstimate:
-    """cores ≈ idle·pods + cpu_per_request·rps, by soft-L1 robust least squares (no intercept)."""
+    """cores ≈ idle·pods + cpu_per_request·rps, by soft-L1 robust least squares, both terms ≥ 0.
+
+    Standard errors are the least-squares ones at the robust residual scale.
+    When requests per pod hardly vary, the two terms cannot be told apart and
+    the per-request error is large: `separable` is False then.
+    """
     ok = np.isfinite(cores) & np.isfinite(rps) & np.isfinite(pods) & (pods > 0)
     y, x1, x2 = cores[ok], pods[ok], rps[ok]
     if len(y) < 10:
@@ -410,18 +421,25 @@ def fit_cpu(cores: np.ndarray, rps: np.ndarray, pods: np.ndarray) -> CpuEstimate
     ols, *_ = np.linalg.lstsq(design, y, rcond=None)
     resid = y - design @ ols
     scale = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 1e-9)
-    res = optimize.least_squares(lambda b: design @ b - y, ols, loss="soft_l1", f_scale=scale)
+    start = np.clip(ols, 1e-9, None)
+    res = optimize.least_squares(
+        lambda b: design @ b - y, start, bounds=(0.0, np.inf), loss="soft_l1", f_scale=scale
+    )
     b = res.x
     resid = y - design @ b
     dof = max(len(y) - 2, 1)
     sigma2 = (1.4826 * float(np.median(np.abs(resid - np.median(resid))))) ** 2 or float(resid @ resid) / dof
     cov = np.linalg.pinv(design.T @ design) * sigma2
     ss_tot = float(np.sum((y - y.mean()) ** 2))
+    se = math.sqrt(max(cov[1, 1], 0.0))
     return CpuEstimate(
         float(b[1]),
         float(b[0]),
-        math.sqrt(max(cov[1, 1], 0.0)),
+        se,
         math.sqrt(max(cov[0, 0], 0.0)),
         len(y),
         1.0 - float(resid @ resid) / ss_tot if ss_tot > 0 else math.nan,
+        bool(b[1] > 0 and se <= CPU_SEPARABLE * b[1]),
+        float(np.mean(y / x1)),
+        float(np.mean(x2 / x1)),
     )

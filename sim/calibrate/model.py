@@ -186,6 +186,7 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -213,3 +214,10 @@ def write(model: WorkloadModel, path: Path) -> list[Path]:
     _atomic_write(path, render(model))
     written.insert(0, path)
     return written
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it): temp files are 0600, the result must not be."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -91,6 +91,7 @@ def write_openmetrics(path: Path, families: Iterable[Family]) -> None:
         with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as text:
             for chunk in _render(families):
                 text.write(chunk)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -274,3 +275,10 @@ def _type_of(sample_name: str, family_types: Mapping[str, str]) -> str:
         if sample_name.endswith(suffix) and sample_name[: -len(suffix)] in family_types:
             return family_types[sample_name[: -len(suffix)]]
     return "unknown"
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it): temp files are 0600, the result must not be."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
