@@ -7,10 +7,11 @@ the minutes before each. `report.html` carries the same content with the
 plots embedded, so it can be attached to a ticket or mailed to a manager as
 one file.
 
-Two more files let `capsim export` write the run as Prometheus series later
+More files let `capsim export` write the run as Prometheus series later
 without re-running it: `latency_histogram.parquet` (per-step bucket counts, the
-only faithful form of latency) and `metrics.json` (the metric names and labels
-the real service's series have).
+only faithful form of latency), `metrics.json` (the metric names and labels
+the real service's series have) and, for runs with nodes, `nodes.parquet`
+(`Result.nodes`: node counts per time_s, nodepool, instance_type, capacity_type).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def write_run(
     try:
         result.timeseries.to_parquet(tmp / "timeseries.parquet", index=False)
         histogram_frame(result).to_parquet(tmp / "latency_histogram.parquet", index=False)
+        nodes = getattr(result, "nodes", None)  # runs with Karpenter: time_s, nodepool, instance_type, ...
+        if isinstance(nodes, pd.DataFrame) and len(nodes):
+            nodes.to_parquet(tmp / "nodes.parquet", index=False)
         (tmp / "metrics.json").write_text(json.dumps(metric_identity(result, scenario), indent=2) + "\n")
         result.events.to_csv(tmp / "events.csv", index=False)
         (tmp / "summary.json").write_text(summary_json(result.summary) + "\n")

@@ -97,3 +97,22 @@ def test_histogram_and_metric_identity_are_kept_for_export(spiky: tuple, tmp_pat
     served = result.timeseries["served_rps"].sum() * result.step_s
     assert hist[BUCKET_LABELS].to_numpy().sum() == pytest.approx(served, rel=1e-9)
     assert (out / "metrics.json").read_text().count("keda-hpa-api") == 1
+
+
+def test_node_counts_are_kept_when_the_run_has_them(spiky: tuple, tmp_path: Path) -> None:
+    result, scn = spiky
+    nodes = pd.DataFrame(
+        {
+            "time_s": [0.0, 5.0],
+            "nodepool": "general",
+            "instance_type": "m6i.large",
+            "capacity_type": "spot",
+            "nodes": [1, 2],
+        }
+    )
+    result.nodes = nodes
+    try:
+        out = write_run(result, tmp_path / "run", {}, scenario=scn)
+    finally:
+        del result.nodes
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "nodes.parquet"), nodes)
