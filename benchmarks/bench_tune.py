@@ -71,9 +71,10 @@ def main() -> None:
         cpu = time.process_time()
         sim.simulate(scn)
         one_cpu_s = time.process_time() - cpu
-        started = time.perf_counter()
+        started, parent_cpu = time.perf_counter(), time.process_time()
         run = tune(scn, executor=make_executor(args.executor, args.workers), trials=args.trials)
         wall = time.perf_counter() - started
+        parent_cpu_s = time.process_time() - parent_cpu
         # The pool has shut down, so its workers' CPU time is in RUSAGE_CHILDREN.
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         workers_cpu_s = children.ru_utime + children.ru_stime
@@ -82,9 +83,10 @@ def main() -> None:
     print(f"one 1-day simulation: {one_cpu_s:.2f} s CPU")
     print(f"{args.trials} candidates x 2 seeds on {run.executor}: {wall:.1f} s wall (target <= 180 s)")
     if args.executor == "local":
+        idle = workers_cpu_s / args.workers + parent_cpu_s
         print(
-            f"  workers used {workers_cpu_s:.1f} s CPU: {workers_cpu_s / args.workers:.1f} s wall on "
-            f"{args.workers} otherwise idle cores"
+            f"  workers used {workers_cpu_s:.1f} s CPU, the sampler {parent_cpu_s:.1f} s: about {idle:.0f} s "
+            f"wall on {args.workers} otherwise idle cores"
         )
     print(f"  {len(run.evaluations) / wall:.2f} candidates/s, {run.simulations / wall:.2f} simulations/s")
     print(f"  {run.simulations} simulations; {stopped} candidates stopped after a seed broke a hard SLO")
