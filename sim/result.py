@@ -7,17 +7,15 @@ gate) read, so the engine's hot loop never touches pandas.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sim import __version__
-from sim.latency import BUCKETS_S, quantile
+from sim.latency import quantile
 from sim.slo import SLO, SLOResult, evaluate, with_failures
 
 # Columns of Result.events, in order; `reason` is the human-readable why.
@@ -50,9 +48,21 @@ class ServiceTrace:
     replicas_desired: np.ndarray
     replicas_ready: np.ndarray
     replicas_starting: np.ndarray
+    replicas_pending: np.ndarray
+    latency_sum_s: np.ndarray
     metric_value: np.ndarray
     metric_threshold: float
     cpu_request_cores: float | None
+
+
+@dataclass
+class ClusterOutputs:
+    """What the nodes did: counts per step and instance type (long form), cost rate, pending pods, summary."""
+
+    nodes: pd.DataFrame
+    cost_usd_per_h: np.ndarray
+    pods_pending: np.ndarray
+    summary: dict[str, Any]
 
 
 @dataclass
@@ -66,12 +76,20 @@ class Result:
     traces: dict[str, ServiceTrace]
     events: pd.DataFrame
     slo_results: list[SLOResult]
+    cluster: ClusterOutputs | None = None
     timeseries: pd.DataFrame = field(init=False)
     summary: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         self.timeseries = build_timeseries(self.traces, self.step_s)
         self.summary = build_summary(self)
+        if self.cluster is not None:
+            self.summary.update(self.cluster.summary)
+
+    @property
+    def nodes(self) -> pd.DataFrame | None:
+        """Nodes per step by NodePool, instance type and capacity type (None when nodes are unlimited)."""
+        return self.cluster.nodes if self.cluster is not None else None
 
     def hist(self, service: str) -> np.ndarray:
         return self.traces[service].hist
@@ -98,6 +116,7 @@ def build_timeseries(traces: dict[str, ServiceTrace], step_s: float) -> pd.DataF
                     "replicas_desired": tr.replicas_desired,
                     "replicas_ready": tr.replicas_ready,
                     "replicas_starting": tr.replicas_starting,
+                    "pods_pending": tr.replicas_pending,
                     "latency_p50_ms": pcts[0.5],
                     "latency_p95_ms": pcts[0.95],
                     "latency_p99_ms": pcts[0.99],
@@ -140,6 +159,7 @@ def build_summary(result: Result) -> dict[str, Any]:
             "latency_p95_ms": _ms(quantile(0.95, total_hist)),
             "latency_p99_ms": _ms(quantile(0.99, total_hist)),
             "pod_seconds": float((tr.replicas_ready + tr.replicas_starting).sum() * result.step_s),
+            "pending_pod_seconds": float(tr.replicas_pending.sum() * result.step_s),
             "replicas_max": int(tr.replicas_desired.max()) if len(tr.replicas_desired) else 0,
             "replicas_mean": float(tr.replicas_ready.mean()) if len(tr.replicas_ready) else 0.0,
             "scale_events": scale_events,
@@ -171,17 +191,5 @@ def _ms(x: np.ndarray) -> float | None:
     return None if np.isnan(v) else v * 1000.0
 
 
-def fingerprint(paths: list[Path]) -> str:
-    """A hash of input files' bytes, so a baseline knows when its inputs changed."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(str(p.name).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def summary_json(summary: dict[str, Any]) -> str:
     return json.dumps(summary, indent=2, sort_keys=False, default=float)
-
-
-__all__ = ["BUCKETS_S", "EVENT_COLUMNS", "Result", "ServiceTrace", "evaluate_slos"]

@@ -142,4 +142,4 @@ def test_invariants_hold_for_random_configs(
     if min_r > 0:
         assert (desired > 0).all()
     # With unlimited nodes every desired pod exists at once: ready + starting is the desired count.
-    assert np.array_equal(tr.replicas_ready + tr.replicas_starting, desired)
+    assert np.array_equal(tr.replicas_ready + tr.replicas_starting + tr.replicas_pending, desired)

@@ -7,7 +7,7 @@ are pure (`sim.controllers`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from sim.controllers.scalers import ScalerError, ScalerResult, scaler_value
 from sim.dataplane import distributions
 from sim.dataplane.fluid import FluidPlane
 from sim.dataplane.plane import DataPlane
+from sim.engine.cluster import ClusterSim
 from sim.latency import BUCKETS_S
 from sim.metrics.promql import Query, QueryError
 from sim.metrics.tsdb import SeriesHandle, SeriesStore
@@ -45,9 +46,12 @@ MIB_MILLI = 1024 * 1024 * 1000
 
 @dataclass
 class Pod:
+    """A pod of the service; `bound` once a node holds it (always at once when nodes are unlimited)."""
+
     id: int
     created_s: float
     ready_s: float | None = None
+    bound: bool = False
 
 
 @dataclass
@@ -55,30 +59,30 @@ class _Recorder:
     """Change points of the per-step control series, expanded to arrays at the end."""
 
     n_steps: int
-    points: list[tuple[int, int, int, int]] = field(default_factory=list)
+    points: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     metric_points: list[tuple[int, float]] = field(default_factory=list)
 
-    def replicas(self, step: int, desired: int, ready: int, starting: int) -> None:
+    def replicas(self, step: int, desired: int, ready: int, starting: int, pending: int) -> None:
+        point = (step, desired, ready, starting, pending)
         if self.points and self.points[-1][0] == step:
-            self.points[-1] = (step, desired, ready, starting)
+            self.points[-1] = point
         else:
-            self.points.append((step, desired, ready, starting))
+            self.points.append(point)
 
     def metric(self, step: int, value: float) -> None:
         self.metric_points.append((step, value))
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        desired = np.zeros(self.n_steps, dtype=np.int64)
-        ready = np.zeros(self.n_steps, dtype=np.int64)
-        starting = np.zeros(self.n_steps, dtype=np.int64)
-        for i, (step, d, r, s) in enumerate(self.points):
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Desired, ready, starting (bound, not ready), pending (unbound) per step, and the metric."""
+        counts = np.zeros((4, self.n_steps), dtype=np.int64)
+        for i, (step, *values) in enumerate(self.points):
             end = self.points[i + 1][0] if i + 1 < len(self.points) else self.n_steps
-            desired[step:end], ready[step:end], starting[step:end] = d, r, s
+            counts[:, step:end] = np.array(values)[:, None]
         metric = np.full(self.n_steps, np.nan)
         for i, (step, v) in enumerate(self.metric_points):
             end = self.metric_points[i + 1][0] if i + 1 < len(self.metric_points) else self.n_steps
             metric[step:end] = v
-        return desired, ready, starting, metric
+        return counts[0], counts[1], counts[2], counts[3], metric
 
 
 class ServiceSim:
@@ -91,8 +95,10 @@ class ServiceSim:
         svc: LoadedService,
         store: SeriesStore,
         events: list[tuple[Any, ...]],
+        cluster: ClusterSim | None = None,
     ) -> None:
         self.env = env
+        self.cluster = cluster
         self.scn = scn
         self.svc = svc
         self.name = svc.name
@@ -127,11 +133,21 @@ class ServiceSim:
         self._offsets = np.zeros(len(self.series))
         self._last_logged: dict[str, tuple[Any, ...]] = {}
 
+        self.template = (
+            scn.cluster.pods[svc.name] if cluster is not None and scn.cluster is not None else None
+        )
+        if cluster is not None and self.template is not None:
+            cluster.register(self.name, self, self.template.images)
         initial = svc.initial_replicas
         self.spec_replicas = initial
         for _ in range(initial):
             # Pods that exist when the run starts are already ready: the cluster was running.
-            self.pods.append(Pod(self._new_id(), -math.inf, -math.inf))
+            # With nodes modelled they still need a node: `ClusterSim.bootstrap` gives them one at t=0.
+            pod = Pod(
+                self._new_id(), -math.inf, -math.inf if cluster is None else None, bound=cluster is None
+            )
+            self.pods.append(pod)
+            self._submit(pod)
         self._sync_plane()
 
     # ----------------------------------------------------------------- set-up
@@ -246,7 +262,10 @@ class ServiceSim:
         self.plane.advance_to(step)
         ready = self._ready_pods()
         self.plane.set_pods(step, [p.id for p in ready])
-        self.recorder.replicas(step, self.spec_replicas, len(ready), len(self.pods) - len(ready))
+        pending = sum(1 for p in self.pods if not p.bound)
+        self.recorder.replicas(
+            step, self.spec_replicas, len(ready), len(self.pods) - len(ready) - pending, pending
+        )
 
     def scale_to(self, replicas: int) -> None:
         """Set the Deployment's replicas and make the pod set follow, as the ReplicaSet controller does."""
@@ -255,20 +274,68 @@ class ServiceSim:
             for _ in range(replicas - len(self.pods)):
                 pod = Pod(self._new_id(), self.env.now)
                 self.pods.append(pod)
-                self.env.process(self._start(pod))
+                self._submit(pod)
         elif replicas < len(self.pods):
-            # The ReplicaSet deletes not-ready pods first, then the newest.
+            # The ReplicaSet deletes unscheduled and not-ready pods first, then the newest.
             victims = sorted(
                 self.pods,
-                key=lambda p: (p.ready_s is not None and p.ready_s <= self.env.now, -p.created_s, -p.id),
+                key=lambda p: (
+                    p.bound,
+                    p.ready_s is not None and p.ready_s <= self.env.now,
+                    -p.created_s,
+                    -p.id,
+                ),
             )[: len(self.pods) - replicas]
             gone = {p.id for p in victims}
             self.pods = [p for p in self.pods if p.id not in gone]
+            if self.cluster is not None:
+                for p in victims:
+                    self.cluster.remove(self._pod_key(p.id))
         self._sync_plane()
 
-    def _start(self, pod: Pod) -> Any:
-        """Scheduled at once (nodes are unlimited until Karpenter is modelled), then starting until ready."""
-        delay = float(distributions.sample(self.model.startup, self.start_rng, 1)[0])
+    def _pod_key(self, pod_id: int) -> str:
+        return f"{self.name}-{pod_id}"
+
+    def _submit(self, pod: Pod) -> None:
+        """Hand a new pod to the scheduler: the cluster when nodes are modelled, else it starts at once."""
+        if self.cluster is None or self.template is None:
+            pod.bound = True
+            if pod.ready_s is None:
+                self.env.process(self._start(pod, 0.0))
+            return
+        spec = replace(self.template.spec, id=self._pod_key(pod.id), owner=self.name, created_s=self.env.now)
+        self.cluster.submit(spec)
+
+    def _find(self, pod_key: str) -> Pod | None:
+        prefix = f"{self.name}-"
+        if not pod_key.startswith(prefix):
+            return None
+        pod_id = int(pod_key[len(prefix) :])
+        return next((p for p in self.pods if p.id == pod_id), None)
+
+    def pod_bound(self, pod_id: str, node: Any, extra_start_s: float) -> None:
+        """kube-scheduler bound the pod: it starts now (a pod that predates the run is ready at once)."""
+        pod = self._find(pod_id)
+        if pod is None:
+            return
+        pod.bound = True
+        if math.isinf(pod.created_s):
+            pod.ready_s = self.env.now
+            self._sync_plane()
+        else:
+            self.env.process(self._start(pod, extra_start_s))
+
+    def pod_evicted(self, pod_id: str) -> None:
+        """A node drained under the pod: the ReplicaSet replaces it, and the new pod starts from scratch."""
+        pod = self._find(pod_id)
+        if pod is None:
+            return
+        self.pods.remove(pod)
+        self.scale_to(self.spec_replicas)
+
+    def _start(self, pod: Pod, extra_s: float) -> Any:
+        """Starting (image pull, init, readiness probe) from when the pod is bound until it is ready."""
+        delay = float(distributions.sample(self.model.startup, self.start_rng, 1)[0]) + extra_s
         delay = math.ceil(delay / self.step_s - 1e-9) * self.step_s
         yield self.env.timeout(delay)
         if pod in self.pods:
@@ -479,7 +546,7 @@ class ServiceSim:
     def trace(self) -> ServiceTrace:
         self.plane.advance_to(self.n_steps)
         out = self.plane.outputs()
-        desired, ready, starting, metric = self.recorder.arrays()
+        desired, ready, starting, pending, metric = self.recorder.arrays()
         first = self.keda_cfg.external[0] if self.keda_cfg.external else None
         return ServiceTrace(
             name=self.name,
@@ -488,10 +555,12 @@ class ServiceSim:
             failed=out.failed,
             backlog=out.backlog,
             hist=out.latency_counts,
+            latency_sum_s=out.latency_sum_s,
             cpu_core_s=out.cpu_core_s,
             replicas_desired=desired,
             replicas_ready=ready,
             replicas_starting=starting,
+            replicas_pending=pending,
             metric_value=metric,
             metric_threshold=first.target if first else float("nan"),
             cpu_request_cores=(self.model.cpu_request_millicores or 0) / 1000.0 or None,
