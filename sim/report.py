@@ -267,7 +267,48 @@ def _plots(
         _legend(ax)
         names.append(_save(fig, out / f"{service}-metric.png"))
         files[service] = names
+    if result.cluster is not None:
+        files["nodes"] = _cluster_plots(result, out, title)
     return files
+
+
+def _cluster_plots(result: Result, out: Path, title: str) -> list[str]:
+    """Nodes stacked by instance type, the cost rate, and pods waiting for a node."""
+    assert result.cluster is not None
+    c = result.cluster
+    wide = c.nodes.pivot_table(index="time_s", columns="instance_type", values="nodes", aggfunc="sum")
+    hours = wide.index.to_numpy() / 3600.0
+    names = []
+    fig, ax = _figure()
+    if wide.shape[1]:
+        order = wide.max().sort_values(ascending=False).index
+        ax.stackplot(hours, *(wide[col].to_numpy() for col in order), labels=list(order), step="post")
+    ax.set(title=f"{title} · nodes by instance type", xlabel="time (h)", ylabel="nodes")
+    _shade_all_breaches(ax, result)
+    _legend(ax)
+    names.append(_save(fig, out / "nodes-by-type.png"))
+
+    fig, ax = _figure()
+    t = np.arange(len(c.cost_usd_per_h)) * result.step_s / 3600.0
+    ax.step(t, c.cost_usd_per_h, where="post", lw=1, label="node cost rate")
+    ax.set(title=f"{title} · cost rate", xlabel="time (h)", ylabel="USD per hour")
+    ax.set_ylim(bottom=0)
+    _legend(ax)
+    names.append(_save(fig, out / "cost-rate.png"))
+
+    fig, ax = _figure()
+    ax.step(t, c.pods_pending, where="post", lw=1, color="tab:orange", label="pods waiting for a node")
+    ax.set(title=f"{title} · pending pods", xlabel="time (h)", ylabel="pods")
+    ax.set_ylim(bottom=0)
+    _shade_all_breaches(ax, result)
+    _legend(ax)
+    names.append(_save(fig, out / "pending-pods.png"))
+    return names
+
+
+def _shade_all_breaches(ax: Axes, result: Result) -> None:
+    for service in result.traces:
+        _shade_breaches(ax, result.slo_results, service)
 
 
 def _legend(ax: Axes) -> None:
@@ -388,13 +429,20 @@ def verdict(summary: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def cost_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Cost figures from the summary when the run modelled nodes (keys vary; numbers are shown as found)."""
+    """Cost and node figures from the summary when the run modelled nodes; breakdowns one row per item."""
     rows: list[tuple[str, str]] = []
-    cost = summary.get("cost")
-    if isinstance(cost, Mapping):
-        for key, value in cost.items():
+    for block in ("cost", "nodes"):
+        figures = summary.get(block)
+        if not isinstance(figures, Mapping):
+            continue
+        for key, value in figures.items():
+            label = f"{block}: {key.replace('_', ' ')}" if block == "nodes" else key.replace("_", " ")
             if isinstance(value, int | float) and not isinstance(value, bool):
-                rows.append((key.replace("_", " "), _cell(value)))
+                rows.append((label, _cell(value)))
+            elif isinstance(value, Mapping):
+                rows.extend((f"{label}: {k}", _cell(v)) for k, v in value.items())
+    for stuck in summary.get("unschedulable", []) or []:
+        rows.append((f"unschedulable pod {stuck['pod']}", str(stuck["reason"])))
     return rows
 
 
