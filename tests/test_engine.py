@@ -143,3 +143,15 @@ def test_invariants_hold_for_random_configs(
         assert (desired > 0).all()
     # With unlimited nodes every desired pod exists at once: ready + starting is the desired count.
     assert np.array_equal(tr.replicas_ready + tr.replicas_starting + tr.replicas_pending, desired)
+
+
+def test_cpu_trigger_scales_on_metrics_server_usage(tmp_path: Path) -> None:
+    data = ss.scenario(traffic=SPIKE, max_replicas=20, horizon="30m")
+    so = data["services"][0]["inline"]["scaled_object"]["spec"]
+    so["triggers"] = [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}]
+    data["services"][0]["model"]["cpu_per_request"] = "20ms"
+    r = sim.simulate(sim.load_scenario(ss.write(tmp_path, data)))
+    ups = r.events[r.events["action"] == "scale_up"]
+    assert len(ups) >= 1
+    assert ups["reason"].str.contains("Resource metric cpu|cpu", regex=True).all()
+    assert float(ups["time_s"].min()) > 600.0  # nothing to scale for before the spike

@@ -45,6 +45,7 @@ from sim.dataplane.plane import (
     Counters,
     StepLedger,
     StepOutputs,
+    Usage,
     check_pods,
     cpu_worker_limit,
 )
@@ -188,6 +189,9 @@ class FluidPlane:
 
     def outputs(self) -> StepOutputs:
         return self._led.outputs()
+
+    def usage(self, s0: int, s1: int) -> Usage:
+        return self._led.usage(s0, s1)
 
     def _group(self, ids: list[int], cores: float | None, backlog: float, in_system: float) -> _Group:
         m = self.model

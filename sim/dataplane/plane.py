@@ -64,6 +64,15 @@ class StepOutputs:
     ready_pods: np.ndarray
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Totals over a few steps: what metrics-server and the memory metric read at a sync."""
+
+    cpu_core_s: float
+    busy_workers_mean: float
+    ready_pods_mean: float
+
+
 class DataPlane(Protocol):
     """The contract both fidelities keep (see the module docstring for the time model)."""
 
@@ -88,6 +97,10 @@ class DataPlane(Protocol):
 
     def outputs(self) -> StepOutputs:
         """Per-step series over the whole horizon."""
+        ...
+
+    def usage(self, s0: int, s1: int) -> Usage:
+        """CPU and concurrency over steps [s0, s1), without copying the per-step arrays."""
         ...
 
 
@@ -149,6 +162,17 @@ class StepLedger:
             latency_sum_s=float(t[LATENCY_SUM]),
             cpu_seconds_total=served * self._cpu_per_request_s + self._ready_total * self._idle_core_s,
             in_flight=in_flight,
+        )
+
+    def usage(self, s0: int, s1: int) -> Usage:
+        if s1 <= s0:
+            return Usage(0.0, 0.0, 0.0)
+        served = float(self.block[s0:s1, SERVED].sum())
+        pod_steps = float(self.ready_pods[s0:s1].sum())
+        return Usage(
+            cpu_core_s=served * self._cpu_per_request_s + pod_steps * self._idle_core_s,
+            busy_workers_mean=float(self.block[s0:s1, BUSY_S].sum()) / self.step_s / (s1 - s0),
+            ready_pods_mean=pod_steps / (s1 - s0),
         )
 
     def outputs(self) -> StepOutputs:

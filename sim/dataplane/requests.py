@@ -42,6 +42,7 @@ from sim.dataplane.plane import (
     Counters,
     StepLedger,
     StepOutputs,
+    Usage,
     check_pods,
     cpu_worker_limit,
 )
@@ -159,6 +160,9 @@ class RequestsPlane:
 
     def outputs(self) -> StepOutputs:
         return self._led.outputs()
+
+    def usage(self, s0: int, s1: int) -> Usage:
+        return self._led.usage(s0, s1)
 
     def _run_step(self, s: int) -> None:
         step_s = self._led.step_s

@@ -377,12 +377,11 @@ class ServiceSim:
         end = math.floor(self.env.now / res) * res
         s1 = min(round(end / self.step_s), self.n_steps)
         s0 = max(s1 - max(1, round(res / self.step_s)), 0)
-        out = self.plane.outputs() if s1 > s0 else None
-        if out is None:
+        if s1 <= s0:
             return round(self.model.idle_cpu_millicores)
-        cores = out.cpu_core_s[s0:s1].sum() / ((s1 - s0) * self.step_s)
-        pods = max(float(out.ready_pods[s0:s1].mean()), 1.0)
-        return round(1000.0 * cores / pods)
+        used = self.plane.usage(s0, s1)
+        cores = used.cpu_core_s / ((s1 - s0) * self.step_s)
+        return round(1000.0 * cores / max(used.ready_pods_mean, 1.0))
 
     def _pod_views(self) -> list[PodView]:
         now = self.env.now
@@ -459,9 +458,9 @@ class ServiceSim:
             self._log_hpa(decision, self.spec_replicas)
 
     def _memory_samples(self) -> PodSamples:
-        out = self.plane.outputs()
         step = max(self._step_now() - 1, 0)
-        busy = float(out.busy_workers[step]) / max(float(out.ready_pods[step]), 1.0)
+        used = self.plane.usage(step, step + 1)
+        busy = used.busy_workers_mean / max(used.ready_pods_mean, 1.0)
         mib = self.model.idle_memory_mib + self.model.memory_per_inflight_mib * busy
         request = (
             round(self.model.memory_request_mib * 1024 * 1024 * 1000)
