@@ -486,8 +486,8 @@ def _pareto_plot(run: TuneRun, path: Path) -> None:
                     linewidths=1.5,
                     label=label,
                 )
-        low = min(judge.objectives[slo_name] - 5 * judge.budget(slo_name), float(np.nanmin(att)))
-        ax1.set_ylim(max(low, float(np.nanmin(att)) - 0.001), 1.0005)
+        bottom = float(np.nanmin(att))
+        ax1.set_ylim(bottom - 0.04 * (1.0 - bottom) - 1e-4, 1.0 + 0.02 * (1.0 - bottom) + 1e-4)
     ax1.set_xlabel("monthly cost (USD)")
     ax1.legend(fontsize=8, loc="lower right")
     ax1.set_title("cost vs SLO attainment")
