@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import nbformat
@@ -10,7 +9,6 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-SMOKE_BUDGET_S = 30.0
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
@@ -23,9 +21,9 @@ def test_notebook_runs_in_smoke_mode(path: Path, monkeypatch: pytest.MonkeyPatch
     client = NotebookClient(
         book, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
-    started = time.perf_counter()
+    # Smoke mode aims at < 30 s a notebook (benchmarks/bench_notebooks.py prints the times); the
+    # test checks that they run and show their plots, not how fast: timings belong in benchmarks.
     client.execute()
-    elapsed = time.perf_counter() - started
     errors = [
         out
         for cell in book.cells
@@ -39,4 +37,3 @@ def test_notebook_runs_in_smoke_mode(path: Path, monkeypatch: pytest.MonkeyPatch
         for cell in book.cells
         for out in cell.get("outputs", [])
     ), "every notebook shows at least one plot"
-    assert elapsed < SMOKE_BUDGET_S, f"{path.name} took {elapsed:.1f} s in smoke mode"

@@ -99,20 +99,16 @@ def test_histogram_and_metric_identity_are_kept_for_export(spiky: tuple, tmp_pat
     assert (out / "metrics.json").read_text().count("keda-hpa-api") == 1
 
 
-def test_node_counts_are_kept_when_the_run_has_them(spiky: tuple, tmp_path: Path) -> None:
-    result, scn = spiky
-    nodes = pd.DataFrame(
-        {
-            "time_s": [0.0, 5.0],
-            "nodepool": "general",
-            "instance_type": "m6i.large",
-            "capacity_type": "spot",
-            "nodes": [1, 2],
-        }
-    )
-    result.nodes = nodes
-    try:
-        out = write_run(result, tmp_path / "run", {}, scenario=scn)
-    finally:
-        del result.nodes
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "nodes.parquet"), nodes)
+def test_node_counts_are_kept_when_the_run_has_them(tmp_path: Path) -> None:
+    data = ss.scenario(horizon="10m")
+    data["gitops_root"] = str(Path(__file__).resolve().parents[1] / "scenarios" / "demo")
+    data["cluster"] = {"nodepools": "k8s/karpenter"}
+    scn = sim.load_scenario(ss.write(tmp_path, data))
+    result = sim.simulate(scn)
+    assert result.nodes is not None and result.nodes["nodes"].sum() > 0
+    out = write_run(result, tmp_path / "run", {}, scenario=scn)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "nodes.parquet"), result.nodes)
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    names = {img.get("alt") or img.get("title") or "" for img in page.images}
+    assert len(page.images) >= 7, names  # 4 service plots + nodes by type, cost rate, pending pods
