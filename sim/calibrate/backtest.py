@@ -41,6 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from sim.calibrate.calibration import ServiceHistory, Target, read_history
+from sim.calibrate.history import Issue
 from sim.calibrate.querysets import Catalog
 from sim.calibrate.signals import Histogram, read_gauge
 from sim.calibrate.source import Source
@@ -75,6 +76,7 @@ class ServiceBacktest:
     simulated_p95_s: np.ndarray
     latency_kind: str | None
     recorded_nodes: np.ndarray | None
+    simulated_nodes: np.ndarray | None
     warmup_s: float
     figures: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
@@ -121,7 +123,22 @@ def replay_scenario(
         if hist is None:
             continue
         csv = work_dir / f"{svc.name}.replay.csv"
-        _replay_csv(csv, step, hist.requests.offered / step)
+        rps = hist.requests.offered / step
+        known = np.flatnonzero(np.isfinite(rps))
+        if len(known) and known[0] > 0:
+            # The replay's clock starts at its first row: hold the first recorded rate before it.
+            rps[: known[0]] = rps[known[0]]
+            hist.issues.append(
+                Issue(
+                    "missing",
+                    "traffic",
+                    f"no recorded requests before {iso(float(hist.grid.times[known[0]]))}",
+                    "the first recorded rate is replayed before it",
+                    hist.grid.start_s,
+                    float(hist.grid.times[known[0]]),
+                )
+            )
+        _replay_csv(csv, step, rps)
         traffic = ReplayTraffic(
             kind="replay",
             path=str(csv.resolve()),
@@ -178,6 +195,7 @@ def compare(
     warmup_s: float,
     nodes: np.ndarray | None,
 ) -> ServiceBacktest:
+    """Simulated against recorded, on the recorded grid (`nodes`: the recorded node count, if any)."""
     grid = hist.grid
     tr = result.traces[svc_name]
     per = round(grid.step_s / scn_step_s)
@@ -208,11 +226,24 @@ def compare(
         sim_p95,
         kind,
         nodes,
+        _simulated_nodes(result, idx) if nodes is not None else None,
         warmup_s,
         issues=[i.as_dict() for i in hist.issues],
     )
     _figures(bt, response, sim_hist)
     return bt
+
+
+def _simulated_nodes(result: Result, idx: np.ndarray) -> np.ndarray | None:
+    """The simulated node count at the recorded grid points (None when the scenario has no cluster)."""
+    frame = result.nodes
+    if frame is None or not len(frame):
+        return None
+    totals = frame.groupby("time_s")["nodes"].sum()
+    steps = np.rint(totals.index.to_numpy(dtype=float) / result.step_s).astype(np.int64)
+    per_step = np.zeros(int(steps.max()) + 1)
+    per_step[steps] = totals.to_numpy(dtype=float)
+    return per_step[np.minimum(idx, len(per_step) - 1)]
 
 
 def _figures(bt: ServiceBacktest, response: Histogram | None, sim_hist: np.ndarray) -> None:
@@ -251,8 +282,13 @@ def _figures(bt: ServiceBacktest, response: Histogram | None, sim_hist: np.ndarr
             f["p95_window_simulated_ms"] = sim_all * 1000.0
             f["p95_window_rel_error"] = (sim_all - rec_all) / rec_all if rec_all > 0 else math.nan
     if bt.recorded_nodes is not None:
-        finite = bt.recorded_nodes[np.isfinite(bt.recorded_nodes)]
-        f["nodes_recorded_mean"] = float(finite.mean()) if len(finite) else math.nan
+        rec_n = bt.recorded_nodes[use]
+        finite = np.isfinite(rec_n)
+        f["nodes_recorded_mean"] = float(rec_n[finite].mean()) if finite.any() else math.nan
+        if bt.simulated_nodes is not None and finite.any():
+            d = bt.simulated_nodes[use][finite] - rec_n[finite]
+            f["nodes_mae"] = float(np.mean(np.abs(d)))
+            f["nodes_bias"] = float(np.mean(d))
     bt.figures = f
     bt.verdict, bt.reasons = verdict(f)
 
@@ -289,6 +325,12 @@ def verdict(f: dict[str, Any]) -> tuple[str, list[str]]:
             f"{f['p95_window_recorded_ms']:.0f} ms recorded ({rel:+.0%}; "
             f"good ≤ {P95_ERROR[0]:.0%}, fair ≤ {P95_ERROR[1]:.0%})"
         )
+    nodes_mae = f.get("nodes_mae", math.nan)
+    if math.isfinite(nodes_mae):
+        mean_n = f.get("nodes_recorded_mean", math.nan)
+        bounds = [max(b, s * mean_n) for b, s in zip(REPLICA_MAE, REPLICA_MAE_SHARE, strict=True)]
+        grades.append(_grade(nodes_mae, bounds))
+        reasons.append(f"nodes MAE {nodes_mae:.2f} (good ≤ {bounds[0]:.2f}, fair ≤ {bounds[1]:.2f})")
     worst = max(grades) if grades else 2
     return ("good", "fair", "poor")[worst], reasons
 
@@ -334,7 +376,7 @@ def backtest(
     out = []
     for name, hist in histories.items():
         nodes_sig, _, _ = read_gauge(
-            source, catalog.kubernetes.nodes, hist.variables, hist.grid, hist.scrape_s, "count"
+            source, catalog.kubernetes.nodes, hist.variables, hist.grid, hist.scrape_s
         )
         nodes = nodes_sig.points if np.isfinite(nodes_sig.points).any() else None
         out.append(compare(name, hist, result, scn.step_s, warm, nodes))
@@ -353,6 +395,10 @@ def _plot(bt: ServiceBacktest, path: Path) -> None:
     axes[1].step(
         hours, bt.simulated_replicas, where="post", label="simulated", color="tab:orange", lw=1.0, ls="--"
     )
+    if bt.simulated_nodes is not None:
+        axes[1].step(
+            hours, bt.simulated_nodes, where="post", label="simulated nodes", color="tab:red", lw=0.8, ls="--"
+        )
     if bt.recorded_nodes is not None:
         axes[1].step(
             hours, bt.recorded_nodes, where="post", label="recorded nodes", color="tab:green", lw=0.8
@@ -415,7 +461,7 @@ def write_report(results: list[ServiceBacktest], scn: LoadedScenario, source: st
                     "out the wait for a worker that the simulated latency includes.",
                     "",
                 ]
-            if bt.recorded_nodes is not None:
+            if bt.recorded_nodes is not None and bt.simulated_nodes is None:
                 lines += [
                     "Nodes are recorded; this scenario does not model the cluster, so they are not scored.",
                     "",

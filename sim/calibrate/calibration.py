@@ -22,6 +22,7 @@ from sim.calibrate.querysets import Catalog, Chosen, choose, probe_selectors
 from sim.calibrate.signals import (
     Histogram,
     RequestCounts,
+    instance_types,
     read_cpu,
     read_gauge,
     read_histogram,
@@ -395,7 +396,7 @@ def calibrate(
     startup_promql = f"{ready_sel2.promql()} - on(pod) {created_sel.promql()}"
     if len(delays) >= MIN_STARTS:
         est_s = fit.fit_samples(delays, rng)
-        note = f"only {len(delays)} starts: wide uncertainty" if len(delays) < FEW_STARTS else None
+        few = f"only {len(delays)} starts: wide uncertainty" if len(delays) < FEW_STARTS else None
         params["startup"] = Parameter(
             "fitted",
             {"distribution": est_s.kind, "mean": est_s.mean_s, "cv": est_s.cv, "median": est_s.median_s},
@@ -409,7 +410,7 @@ def calibrate(
             startup_source,
             startup_promql,
             "maximum likelihood (lognormal vs gamma) over per-pod ready − created",
-            note,
+            few,
         )
         model_block["startup"] = {
             "distribution": est_s.kind,
@@ -502,8 +503,15 @@ def calibrate(
             {"r2_log_rate": prof.r2, "days": prof.days},
             requests.queries,
             traffic_q,
-            f"log-rate regression on {profile.HARMONICS} daily harmonics"
-            + (" and weekday offsets" if prof.day_factors else " (weekday offsets need ≥ 7 days)"),
+            f"log-rate regression on {profile.HARMONICS} daily harmonics and an offset per weekday",
+        )
+        params["traffic.weekdays"] = Parameter(
+            "fitted" if prof.day_factors else "too_short",
+            {k: round(v, 3) for k, v in prof.weekday_factors.items()},
+            method="weekday offsets of the same regression, mean 1 over the weekdays seen",
+            note=None
+            if prof.day_factors
+            else "not every weekday was seen: day_factors left out of `synthetic`",
         )
         params["traffic.noise"] = Parameter(
             "fitted",
@@ -511,16 +519,19 @@ def calibrate(
             method="residual of the profile minus Poisson counting noise; AR(1) correlation time",
         )
 
-    observed = {
+    observed: dict[str, object] = {
         "ready_replicas": _range(ready.points),
         "spec_replicas": _range(spec_replicas.points),
     }
     hpa_sig, _, _ = read_gauge(source, k8s.hpa_desired, variables, grid, scrape)
     if np.isfinite(hpa_sig.points).any():
         observed["hpa_desired_replicas"] = _range(hpa_sig.points)
-    nodes_sig, _, _ = read_gauge(source, k8s.nodes, variables, grid, scrape, agg="count")
+    nodes_sig, _, _ = read_gauge(source, k8s.nodes, variables, grid, scrape)
     if np.isfinite(nodes_sig.points).any():
         observed["nodes"] = _range(nodes_sig.points)
+    types = instance_types(source, k8s.node_labels, variables, grid)
+    if types:
+        observed["node_instance_types"] = types
 
     wm = WorkloadModel(
         service=target.service,

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import requests
+import urllib3
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
@@ -225,7 +226,14 @@ class PrometheusSource:
                     "--ca-file (or, for a throwaway test server only, --insecure-skip-tls-verify)"
                 )
             ) from None
-        except requests.exceptions.Timeout:
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
+            if not _timed_out(exc):
+                raise ExternalError(
+                    self._redact(
+                        f"cannot connect to {self.url}: {_reason(exc)}; "
+                        "is the server up and the address right?"
+                    )
+                ) from None
             raise ExternalError(
                 f"{self.url} did not answer within {self.settings.timeout_s:g} s "
                 f"(after {self.settings.retries} retries) for: {what}; raise --timeout or shorten the window"
@@ -233,12 +241,6 @@ class PrometheusSource:
         except requests.exceptions.RetryError as exc:
             raise ExternalError(
                 self._redact(f"{self.url} kept failing after {self.settings.retries} retries: {_reason(exc)}")
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise ExternalError(
-                self._redact(
-                    f"cannot connect to {self.url}: {_reason(exc)}; is the server up and the address right?"
-                )
             ) from None
         except PrometheusApiClientException as exc:
             raise ExternalError(self._http_error(str(exc), what)) from None
@@ -284,6 +286,23 @@ def _strip_userinfo(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a request timed out (requests reports read timeouts under retries as connection errors)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, urllib3.exceptions.NewConnectionError):
+            return False  # a refused connection (urllib3 files it under connect timeouts)
+        if isinstance(seen, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
+            return True
+        nxt = getattr(seen, "reason", None)
+        if not isinstance(nxt, BaseException) and getattr(seen, "args", None):
+            nxt = seen.args[0] if isinstance(seen.args[0], BaseException) else None
+        seen = nxt
+    return False
 
 
 def _reason(exc: BaseException) -> str:

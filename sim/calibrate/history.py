@@ -210,7 +210,7 @@ def _edges(covered: np.ndarray, grid: Grid, signal: str, scrape_s: float) -> lis
     if first >= slack:
         out.append(
             Issue(
-                "stale",
+                "missing",
                 signal,
                 f"no data before {iso(float(grid.times[first]))}",
                 "earlier intervals unknown",
@@ -268,7 +268,7 @@ def gauge_signal(
             )
     covered = np.isfinite(points[1:]) | np.isfinite(points[:-1])
     if covered.any():
-        issues.extend(i for i in _edges(covered, grid, signal, scrape_s) if i.kind == "stale")
+        issues.extend(_edges(covered, grid, signal, scrape_s))
     else:
         issues.append(Issue("missing", signal, "no usable samples in the window", "signal not used"))
     return GaugeSignal(points, issues)

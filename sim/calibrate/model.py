@@ -141,7 +141,10 @@ def render(model: WorkloadModel, written_at: datetime | None = None) -> str:
     doc["service"] = model.service
     doc["namespace"] = model.namespace
     doc["calibrated"] = _commented({"source": model.source, **model.window, "query_sets": model.query_sets})
-    block = _commented(model.model)
+    order = ("workers", "service_time", "cpu_per_request", "idle_cpu", "startup")
+    block = _commented(
+        dict(sorted(model.model.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+    )
     for key in ("service_time", "startup"):
         if key in block:
             block[key].fa.set_flow_style()
@@ -156,9 +159,10 @@ def render(model: WorkloadModel, written_at: datetime | None = None) -> str:
         params[name] = entry
     doc["parameters"] = params
     traffic = _commented(model.traffic)
-    for key in ("replay", "synthetic"):
-        if key in traffic:
-            traffic[key].fa.set_flow_style()
+    if "replay" in traffic:
+        traffic["replay"].fa.set_flow_style()
+    if "noise" in traffic.get("synthetic", {}):
+        traffic["synthetic"]["noise"].fa.set_flow_style()
     doc["traffic"] = traffic
     doc["history"] = _commented({"issues": [_commented(i, flow=True) for i in model.issues]})
     missing = [n for n, p in model.parameters.items() if p.status != "fitted" and not n.startswith("traffic")]

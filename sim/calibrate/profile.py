@@ -2,8 +2,8 @@
 
 The recorded series is what a backtest replays; the profile is for synthetic
 futures ("the same week, ×1.5"). The log rate is regressed on a few daily
-harmonics plus weekday offsets (only when every weekday was seen: with fewer
-days, a weekday offset would soak up noise and call it a pattern). The
+harmonics plus an offset per weekday seen for at least half a day; the
+weekday factors go into the scenario block only when all seven were seen. The
 residual, minus the Poisson noise of counting requests, is the correlated
 noise the scenario's `noise:` block models: its spread gives the CV, its
 lag-one autocorrelation the correlation time. The first harmonic of the
@@ -21,6 +21,7 @@ import numpy as np
 DAY_S = 86_400.0
 HARMONICS = 4
 MIN_DAYS = 3.0
+MIN_DAY_S = 12 * 3600.0  # a weekday needs this much history to get its own level
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -29,7 +30,8 @@ class TrafficProfile:
     """Hourly shape (mean 1, UTC hours), weekday factors (None where not fitted) and the noise model."""
 
     hourly: np.ndarray
-    day_factors: tuple[float, ...] | None
+    day_factors: tuple[float, ...] | None  # Monday first, when every weekday was observed
+    weekday_factors: dict[str, float]  # the weekdays observed (≥ 12 h), mean 1 over them
     mean_rps: float
     base_rps: float
     peak_rps: float
@@ -74,30 +76,41 @@ def fit_profile(t_s: np.ndarray, rps: np.ndarray, step_s: float) -> TrafficProfi
     if days < MIN_DAYS:
         raise ValueError(f"{days:.1f} days of usable traffic; a daily profile needs at least {MIN_DAYS:g}")
     t, y = t_s[ok], np.log(rps[ok])
-    seen = np.bincount(weekday(t), minlength=7) * step_s
-    weekly = bool(np.all(seen >= 0.9 * DAY_S))
+    wd = weekday(t)
+    seen = np.bincount(wd, minlength=7) * step_s
+    observed = [d for d in range(7) if seen[d] >= MIN_DAY_S]
     cols = [np.ones(len(t)), *_harmonics(t).T]
-    if weekly:
-        wd = weekday(t)
-        cols += [(wd == d).astype(float) for d in range(1, 7)]
+    # Offsets for the other well-observed weekdays, relative to the first; a weekday seen only
+    # briefly shares the reference level (its few hours would otherwise be fitted exactly).
+    cols += [(wd == d).astype(float) for d in observed[1:]]
     design = np.column_stack(cols)
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     fitted = design @ coef
     resid = y - fitted
     r2 = 1.0 - float(resid @ resid) / float(np.sum((y - y.mean()) ** 2))
     n_h = 1 + 2 * HARMONICS
-    day_factors = None
-    if weekly:
-        offsets = np.concatenate(([0.0], coef[n_h:]))
-        factors = np.exp(offsets)
-        day_factors = tuple(float(f) for f in factors / factors.mean())
+    factors = np.exp(np.concatenate(([0.0], coef[n_h:])))
+    factors /= factors.mean()
+    weekday_factors = {WEEKDAYS[d]: float(f) for d, f in zip(observed, factors, strict=True)}
+    day_factors = tuple(weekday_factors[d] for d in WEEKDAYS) if len(observed) == 7 else None
     hours = (np.arange(24) + 0.5) * 3600.0
     hourly = _harmonic_shape(coef[:n_h], hours)
     mean_rps = float(np.mean(rps[ok]))
     base, peak, peak_hour = _cosine(hourly * mean_rps)
     cv, tau = _noise(resid, t, rps[ok], step_s)
     return TrafficProfile(
-        hourly, day_factors, mean_rps, base, peak, peak_hour, cv, tau, days, r2, coef[:n_h].copy()
+        hourly,
+        day_factors,
+        weekday_factors,
+        mean_rps,
+        base,
+        peak,
+        peak_hour,
+        cv,
+        tau,
+        days,
+        r2,
+        coef[:n_h].copy(),
     )
 
 

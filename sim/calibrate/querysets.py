@@ -16,8 +16,8 @@ window wins (probed with series look-ups, not guessed):
 
 App histograms time the handler (service time); the ingress histogram times
 the whole request including the wait for a free worker. Kubernetes signals
-(cAdvisor CPU, kube-state-metrics replicas, HPA and pod times, Karpenter's
-node-claim timings) have one convention each. A YAML file can add query sets
+(cAdvisor CPU, kube-state-metrics replicas, HPA, pod times and node labels,
+Karpenter's node count and node-claim timings) have one convention each. A YAML file can add query sets
 (tried first) or replace any Kubernetes signal; `${namespace}`,
 `${service}`, `${deployment}`, `${container}`, `${hpa}` and `${pod_regex}`
 are filled from the command line.
@@ -98,7 +98,8 @@ class KubernetesQueries:
     pod_ready: GaugeSpec = GaugeSpec(
         "kube_pod_status_ready_time", ('namespace="${namespace}"', 'pod=~"${pod_regex}"')
     )
-    nodes: GaugeSpec = GaugeSpec("kube_node_info", ())
+    nodes: GaugeSpec = GaugeSpec("karpenter_cluster_state_node_count", ())
+    node_labels: GaugeSpec = GaugeSpec("kube_node_labels", ())
     node_launch: HistogramSpec = HistogramSpec(
         "operator_nodeclaim_status_condition_transition_seconds", ('type="Initialized"', 'status="Unknown"')
     )
@@ -229,6 +230,7 @@ class KubernetesModel(_Model):
     pod_created: GaugeModel | None = None
     pod_ready: GaugeModel | None = None
     nodes: GaugeModel | None = None
+    node_labels: GaugeModel | None = None
     node_launch: HistogramModel | None = None
 
 

@@ -188,3 +188,17 @@ def read_last_per_pod(
         if len(idx) and "pod" in s.labels:
             out[s.labels["pod"]] = float(s.values[idx[-1]])
     return out, sel, query.promql()
+
+
+INSTANCE_TYPE_LABEL = "label_node_kubernetes_io_instance_type"
+
+
+def instance_types(source: Source, spec: GaugeSpec, variables: dict[str, str], grid: Grid) -> dict[str, int]:
+    """Instance types the nodes ran on in the window, with the most nodes of each seen at once."""
+    sel = selector(spec.metric, spec.matchers, variables)
+    out = {}
+    for s in source.range(RangeQuery(sel, "count", (INSTANCE_TYPE_LABEL,)), grid):
+        kind = s.labels.get(INSTANCE_TYPE_LABEL)
+        if kind and s.present.any():
+            out[kind] = int(np.nanmax(np.where(s.present, s.values, np.nan)))
+    return dict(sorted(out.items()))

@@ -23,12 +23,14 @@ timeline, because a run's summary keeps latency buckets but not their sums.
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from sim.calibrate.openmetrics import Family, RawSeries
 from sim.dataplane import distributions
@@ -155,7 +157,8 @@ class Recording:
             return np.asarray(x, dtype=float).reshape(n, per, *np.shape(x)[1:]).sum(axis=1)
 
         def at_scrape(x: np.ndarray) -> np.ndarray:
-            return np.asarray(x, dtype=float)[per - 1 :: per]
+            """A gauge as scraped at the end of each interval: the state from that instant on."""
+            return np.asarray(x, dtype=float)[np.minimum(np.arange(1, n + 1) * per, len(x) - 1)]
 
         self._times.append(times)
         cpu = scrape_sum(seg.cpu_core_s)
@@ -411,3 +414,50 @@ def _histogram(
     series.append(RawSeries(f"{name}_sum", labels, t_all, np.concatenate([[0.0], np.cumsum(sums)]) * unit))
     series.append(RawSeries(f"{name}_count", labels, t_all, total))
     return Family(name, "histogram", series)
+
+
+def node_families(
+    nodes: pd.DataFrame, epoch_s: float, scrape_s: float, node_scrape_s: float, end_s: float
+) -> list[Family]:
+    """Karpenter's `karpenter_cluster_state_node_count` and kube-state-metrics' `kube_node_labels`.
+
+    A run reports node counts per step by NodePool, instance type and
+    capacity type. The count gauge is their sum at each scrape; each change
+    of a count starts or stops a node of that kind (the newest goes first)
+    for the per-node labels, which say which instance types ran.
+    """
+    frame = nodes
+    totals = frame.groupby("time_s")["nodes"].sum()
+    step_times = totals.index.to_numpy(dtype=float)
+    scrape_times = np.arange(0.0, end_s - epoch_s + 1e-9, scrape_s)
+    at = np.clip(np.searchsorted(step_times, scrape_times, side="right") - 1, 0, len(step_times) - 1)
+    count = RawSeries(
+        "karpenter_cluster_state_node_count", {}, epoch_s + scrape_times, totals.to_numpy(dtype=float)[at]
+    )
+    labels: list[RawSeries] = []
+    serial = 0
+    for (pool, itype, cap), group in frame.groupby(["nodepool", "instance_type", "capacity_type"], sort=True):
+        live: list[tuple[str, float]] = []
+        spans: list[tuple[str, float, float]] = []
+        for t, c in zip(group["time_s"].tolist(), group["nodes"].tolist(), strict=True):
+            while len(live) < c:
+                serial += 1
+                live.append((f"ip-10-0-{serial // 250}-{serial % 250}.ec2.internal", float(t)))
+            while len(live) > c:
+                name, born = live.pop()
+                spans.append((name, born, float(t)))
+        spans.extend((name, born, end_s - epoch_s) for name, born in live)
+        for name, born, died in spans:
+            t = epoch_s + np.arange(math.ceil(born / node_scrape_s) * node_scrape_s, died, node_scrape_s)
+            if len(t):
+                node = {
+                    "node": name,
+                    "label_node_kubernetes_io_instance_type": str(itype),
+                    "label_karpenter_sh_capacity_type": str(cap),
+                    "label_karpenter_sh_nodepool": str(pool),
+                }
+                labels.append(RawSeries("kube_node_labels", node, t, np.ones(len(t))))
+    return [
+        Family("karpenter_cluster_state_node_count", "gauge", [count]),
+        Family("kube_node_labels", "gauge", labels),
+    ]
