@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sim
 from tests import simple_scenario as ss
 
+DEMO = Path(__file__).resolve().parents[1] / "scenarios" / "demo"
 WEEK_TRAFFIC = {
     "kind": "diurnal",
     "base_rps": 40,
@@ -54,7 +55,14 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
 
-    week = ss.scenario(traffic=WEEK_TRAFFIC, max_replicas=30, threshold=40, horizon="7d", initial_replicas=3)
+    week = ss.scenario(
+        traffic=WEEK_TRAFFIC,
+        max_replicas=30,
+        threshold=40,
+        horizon="7d",
+        initial_replicas=3,
+        scrape_interval="30s",
+    )
     scn = sim.load_scenario(ss.write(tmp, week, "week.yaml"))
     sim.simulate(sim.load_scenario(ss.write(tmp, ss.scenario(horizon="10m"), "warm.yaml")))  # imports, caches
     profiler = cProfile.Profile() if args.profile else None
@@ -72,6 +80,18 @@ def main() -> None:
         f"{events} logged decisions, {result.summary['services']['api']['offered_requests']:.3g} requests"
     )
     print(f"bare SimPy loop over the same periods (floor): {bare_simpy_floor(7 * 86400.0):.2f} s")
+
+    week["gitops_root"] = str(DEMO)
+    week["cluster"] = {"nodepools": "k8s/karpenter"}
+    scn_k = sim.load_scenario(ss.write(tmp, week, "week-karpenter.yaml"))
+    t = time.perf_counter()
+    result_k = sim.simulate(scn_k)
+    wall_k = time.perf_counter() - t
+    nodes = result_k.summary["nodes"]
+    print(
+        f"fluid + Karpenter, 1 service, 7 days: {wall_k:.2f} s wall, {nodes['launched']} nodes launched, "
+        f"cost ${result_k.summary['cost']['total_usd']:.2f}"
+    )
 
     hour = ss.scenario(
         traffic={"kind": "constant", "rps": 200}, horizon="1h", fidelity="requests", initial_replicas=8

@@ -26,7 +26,7 @@ from sim.controllers.karpenter.binder import bind
 from sim.controllers.karpenter.disruption import Command, DisruptionController
 from sim.controllers.karpenter.instance_index import OfferingKey
 from sim.controllers.karpenter.launch import Launch, launch, make_node
-from sim.controllers.karpenter.lifecycle import expired, interruption
+from sim.controllers.karpenter.lifecycle import expired, interruption, last_pod_event_s
 from sim.controllers.karpenter.provisioning import ClaimPlan, Provisioner
 from sim.controllers.karpenter.types import Node, PodSpec
 from sim.dataplane import distributions
@@ -125,7 +125,9 @@ class ClusterSim:
         self._requeue_at: float | None = None
         self._change_points: list[tuple[float, dict[tuple[str, str, str], int], float, int]] = []
         self._last_notes: tuple[str, ...] = ()
-        self._busy_disrupting = False
+        self._version = 0
+        self._seen_version = -1
+        self._next_due_s = 0.0
 
     # ----------------------------------------------------------------- owners and pods
 
@@ -301,6 +303,10 @@ class ClusterSim:
                 self._log("expire", node.nodepool, f"{node.name} reached expireAfter: draining and deleting")
                 self._drain(node)
                 self._delete(node)
+            if self._version == self._seen_version and now < self._next_due_s:
+                continue  # nothing changed and no window or schedule can have opened since the last pass
+            self._seen_version = self._version
+            self._next_due_s = self._next_due(now)
             pdbs = self.cluster.pdbs
             result = self.disruption.reconcile(
                 list(self.nodes.values()),
@@ -317,6 +323,25 @@ class ClusterSim:
             if result.command is None:
                 continue
             yield from self._execute(result.command)
+
+    def _next_due(self, now_s: float) -> float:
+        """The next instant a pass could decide differently on an unchanged cluster.
+
+        A consolidateAfter window or a nomination running out, a node turning
+        ready, a blocked offering coming back, or (budget schedules are cron,
+        minute-grained) the next minute.
+        """
+        due = [now_s + 60.0, *self.ice.values()]
+        pools = self.prov.pools_by_name
+        for node in self.nodes.values():
+            pool = pools.get(node.nodepool or "")
+            since = last_pod_event_s(node)
+            if pool is not None and pool.consolidate_after_s is not None and since is not None:
+                due.append(since + pool.consolidate_after_s)
+            due.append(node.nominated_until_s)
+            if node.ready_s is not None:
+                due.append(node.ready_s)
+        return min(t for t in due if t > now_s)
 
     def _execute(self, command: Command) -> Any:
         """Validate after the delay, launch replacements, wait until they are ready, then drain and delete."""
@@ -394,6 +419,7 @@ class ClusterSim:
 
     def _changed(self) -> None:
         """Accrue cost at the old rates, then recompute rates and record the node counts."""
+        self._version += 1
         now = self.env.now
         self.meter.accrue(now)
         rates: dict[str, float] = {}
