@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench baseline docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_karpenter.py
+
+# After a change to the model or the demo scenarios: re-record what `capsim check` compares against,
+# and regenerate the scenario reference.
+baseline: $(STAMP)
+	$(BIN)/capsim check scenarios/flash-crowd.yaml scenarios/diurnal-day.yaml scenarios/replay-elb.yaml --update-baseline
+
+docs: $(STAMP)
+	$(BIN)/capsim schema --markdown > docs/scenario-reference.md
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache .mypy_cache .ruff_cache
