@@ -182,7 +182,7 @@ def calibrate_cmd(
     if issues:
         out.print(f"{len(issues)} history issue(s), listed under history: in the model file", highlight=False)
     for p in written:
-        out.print(f"wrote {p}", highlight=False)
+        out.print(f"wrote {p}", highlight=False, soft_wrap=True)
 
 
 def _value(v: Any) -> str:
@@ -278,6 +278,6 @@ def backtest_cmd(
             p95,
         )
     out.print(table)
-    out.print(f"report: {report}", highlight=False)
+    out.print(f"report: {report}", highlight=False, soft_wrap=True)
     if fail_on_poor and any(bt.verdict == "poor" for bt in results):
         raise typer.Exit(ExitCode.GATE_FAILED)

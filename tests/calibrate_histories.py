@@ -11,8 +11,10 @@ backfill serves the whole session.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,6 @@ EPOCH = 1_709_510_400.0  # Monday 2024-03-04 00:00 UTC
 SCRAPE_S = 30.0
 POD_SCRAPE_S = 300.0  # per-pod gauges only need their last value: sparse samples keep the file small
 NAMESPACE = "shop"
-VERSION = "5"  # bump when generation changes: cached histories are keyed by it
 
 
 @dataclass(frozen=True)
@@ -377,9 +378,20 @@ def build_backtest(out: Path) -> None:
     write_openmetrics(out / "api-history.om", rec.families())
 
 
+def _version() -> str:
+    """A digest of the code that makes the histories: a cached build is reused only while it matches."""
+    import sim.calibrate.openmetrics
+    import sim.calibrate.synthetic
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], sim.calibrate.synthetic, sim.calibrate.openmetrics):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cached(root: Path, name: str, make: Callable[[Path], object]) -> Path:
-    """Build into `root/<name>` once per session across xdist workers (the first builds, others wait)."""
-    target = root / f"calibrate-{name}-v{VERSION}"
+    """Build into `root` once across xdist workers and sessions (the first builds, the others wait)."""
+    target = root / f"calibrate-{name}-{_version()}"
     with (root / f"calibrate-{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "done").exists():

@@ -208,12 +208,11 @@ def _unix(text: str) -> float:
 
 
 def test_backtest_reproduces_replicas_recorded_in_the_per_request_mode(
-    histories: Path, prometheus: ps.Server, tmp_path: Path
+    histories: Path, prometheus: ps.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    t0 = ch.EPOCH + 2 * ch.DAY_S
     scn = sim.load_scenario(histories / "api-live.yaml")
-    [bt] = backtest(
-        scn, _source(prometheus.url), Catalog(), ch.EPOCH + 2 * ch.DAY_S, ch.EPOCH + 2 * ch.DAY_S + 4500
-    )
+    [bt] = backtest(scn, _source(prometheus.url), Catalog(), t0, t0 + 4500)
     f = bt.figures
     assert f["points"] > 100 and f["scale_up_events"] >= 3
     assert f["replicas_mae"] <= 0.5
@@ -222,16 +221,13 @@ def test_backtest_reproduces_replicas_recorded_in_the_per_request_mode(
     # The comparison can fail: the same history against a config with a higher threshold does.
     data = YAML().load((histories / "api-live.yaml").read_text())
     data["services"][0]["inline"]["scaled_object"]["spec"]["triggers"][0]["metadata"]["threshold"] = "35"
-    wrong = tmp_path / "wrong.yaml"
-    YAML().dump(data, wrong.open("w"))
-    [off] = backtest(
-        sim.load_scenario(wrong),
-        _source(prometheus.url),
-        Catalog(),
-        ch.EPOCH + 2 * ch.DAY_S,
-        ch.EPOCH + 2 * ch.DAY_S + 4500,
-    )
-    assert off.figures["replicas_mae"] > 0.5 and off.verdict != "good"
+    wrong = ch.write_yaml(tmp_path / "wrong.yaml", data)
+    [off] = backtest(sim.load_scenario(wrong), _source(prometheus.url), Catalog(), t0, t0 + 4500)
+    assert off.figures["replicas_mae"] > 0.5 and off.verdict == "poor"
+    args = ("--prometheus", prometheus.url, "--start", _iso(t0), "--end", _iso(t0 + 4500))
+    reports = ("--reports", str(tmp_path / "reports"))
+    assert capsim(monkeypatch, "backtest", str(wrong), *args, *reports, "--fail-on-poor") == 1
+    assert capsim(monkeypatch, "backtest", str(wrong), *args, *reports) == 0
 
 
 # --- the command line -----------------------------------------------------------------------

@@ -92,7 +92,8 @@ def fmt_cpu(cores: float) -> str:
 def _sig(x: float, digits: int = 4) -> str:
     if x == 0 or not math.isfinite(x):
         return "0"
-    return f"{x:.{max(digits - 1 - math.floor(math.log10(abs(x))), 0)}f}".rstrip("0").rstrip(".")
+    text = f"{x:.{max(digits - 1 - math.floor(math.log10(abs(x))), 0)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _plain(value: Any) -> Any:
