@@ -94,7 +94,7 @@ class _State:
         self.alloc = np.array([self.vec(n.allocatable) for n in self.nodes]).reshape(
             len(self.nodes), len(self.names)
         )
-        self.used = np.array([self.vec(n.requested()) for n in self.nodes]).reshape(
+        self.used = np.array([self.requested(n) for n in self.nodes]).reshape(
             len(self.nodes), len(self.names)
         )
         self.labels = [{**n.labels, LABEL_HOSTNAME: n.name, LABEL_ZONE: n.zone} for n in self.nodes]
@@ -110,6 +110,19 @@ class _State:
         return [res.cpu_millicores, res.memory_mib, res.pods, res.ephemeral_storage_mib] + [
             res.extended.get(k, 0.0) for k in self.names[4:]
         ]
+
+    def requested(self, node: Node) -> list[float]:
+        row = self.vec(node.daemon_requests)
+        pods = node.pods.values()
+        row[0] += sum(p.requests.cpu_millicores for p in pods)
+        row[1] += sum(p.requests.memory_mib for p in pods)
+        row[2] += len(node.pods)
+        row[3] += sum(p.requests.ephemeral_storage_mib for p in pods)
+        for p in pods:
+            for k, amount in p.requests.extended.items():
+                if k in self.names:
+                    row[self.names.index(k)] += amount
+        return row
 
     def static_mask(self, pod: PodSpec) -> np.ndarray:
         key = (tuple(sorted(pod.node_selector.items())), pod.required_affinity, pod.tolerations)

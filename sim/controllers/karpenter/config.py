@@ -87,6 +87,9 @@ class DisruptionConfig:
     spot_to_spot_min_types: int = 15
     balanced_k: float = 2.0
     interruption_notice_s: float = 120.0
+    precheck: bool = True
+    """Skip consolidation simulations a cheap capacity/price bound proves futile (same outcome, faster).
+    Off only to verify that equivalence."""
     start_utc: datetime = field(default_factory=lambda: datetime(2024, 1, 1, tzinfo=UTC))
 
 

@@ -35,8 +35,14 @@ import numpy as np
 from sim.controllers.karpenter.budgets import allowed_disruptions
 from sim.controllers.karpenter.config import DisruptionConfig
 from sim.controllers.karpenter.instance_index import OfferingKey
-from sim.controllers.karpenter.lifecycle import consolidatable
-from sim.controllers.karpenter.provisioning import ClaimPlan, Provisioner, ProvisioningResult
+from sim.controllers.karpenter.lifecycle import consolidatable, last_pod_event_s, under_consolidate_after
+from sim.controllers.karpenter.provisioning import (
+    ClaimPlan,
+    Provisioner,
+    ProvisioningResult,
+    Snapshot,
+    _Template,
+)
 from sim.controllers.karpenter.requirements import Requirements, ValueSet
 from sim.controllers.karpenter.topology import selects
 from sim.controllers.karpenter.types import (
@@ -154,7 +160,8 @@ class DisruptionController:
     def __init__(self, provisioner: Provisioner, config: DisruptionConfig | None = None) -> None:
         self.prov = provisioner
         self.config = config or DisruptionConfig()
-        self._memo: dict[Method, tuple[int, float]] = {}
+        self._memo: dict[Method, tuple[object, float, float]] = {}
+        """Per method: (cluster state, when it found nothing, until when that state cannot change by time)."""
 
     # ----------------------------------------------------------------- candidates
 
@@ -210,6 +217,61 @@ class DisruptionController:
 
     # ----------------------------------------------------------------- the pass
 
+    def _context(
+        self,
+        nodes: Sequence[Node],
+        pending: Sequence[PodSpec],
+        now_s: float,
+        pdbs: Sequence[PDB],
+        unavailable: Collection[OfferingKey],
+    ) -> _Context:
+        snap = self.prov.snapshot(nodes, now_s)
+        pools = self.prov.pools_by_name
+        destinations = np.array(
+            [
+                info.initialized and not _protected(info.node, pools.get(info.node.nodepool or ""), now_s)
+                for info in snap.infos
+            ],
+            dtype=bool,
+        )
+        return _Context(nodes, pending, now_s, pdbs, frozenset(unavailable), snap, destinations)
+
+    def _next_time_change(self, nodes: Sequence[Node], now_s: float) -> float:
+        """The first future instant at which a node turns ready, stops being nominated or consolidatable."""
+        pools = self.prov.pools_by_name
+        times = [math.inf]
+        for n in nodes:
+            if n.ready_s is not None and n.ready_s > now_s:
+                times.append(n.ready_s)
+            if n.nominated_until_s > now_s:
+                times.append(n.nominated_until_s)
+            pool = pools.get(n.nodepool or "")
+            since = last_pod_event_s(n)
+            if pool is not None and pool.consolidate_after_s is not None and since is not None:
+                due = since + pool.consolidate_after_s
+                if due > now_s:
+                    times.append(due)
+        return min(times)
+
+    def _fingerprint(self, nodes: Sequence[Node], pending: Sequence[PodSpec], now_s: float) -> int:
+        pools = self.prov.pools_by_name
+        return hash(
+            (
+                tuple(
+                    (
+                        n.name,
+                        n.marked_for_deletion,
+                        n.is_ready(now_s),
+                        tuple(n.pods),
+                        n.nominated_until_s > now_s,
+                        n.nodepool in pools and consolidatable(n, pools[n.nodepool], now_s),
+                    )
+                    for n in nodes
+                ),
+                frozenset(p.id for p in pending),
+            )
+        )
+
     def reconcile(
         self,
         nodes: Sequence[Node],
@@ -218,25 +280,48 @@ class DisruptionController:
         *,
         pdbs: Sequence[PDB] = (),
         unavailable: Collection[OfferingKey] = frozenset(),
+        cluster_version: int | None = None,
     ) -> DisruptionResult:
-        """One pass; the engine calls it every `poll_s` (immediately again after a command)."""
+        """One pass; the engine calls it every `poll_s` (immediately again after a command).
+
+        The consolidation methods skip themselves while nothing they look at
+        has changed since they last found nothing (upstream's "consolidated"
+        state, refreshed at least every `consolidated_memo_s`). The engine
+        should pass `cluster_version`, a counter it bumps on every change to
+        nodes, bound pods or pending pods: then an unchanged cluster costs
+        nothing to check, and the memo also lapses when time alone changes
+        the picture (a node turning ready, a nomination or consolidateAfter
+        window ending). Without it the state is fingerprinted from scratch.
+        """
+        state: object = (
+            ("version", cluster_version)
+            if cluster_version is not None
+            else self._fingerprint(nodes, pending, now_s)
+        )
+        stale = {
+            m
+            for m in ("emptiness", "multi-node", "single-node")
+            if (memo := self._memo.get(m)) is None
+            or memo[0] != state
+            or now_s >= memo[2]
+            or now_s - memo[1] >= self.config.consolidated_memo_s
+        }
+        drifted = any(n.drifted_s is not None for n in nodes)
+        if not stale and not drifted:
+            return DisruptionResult(None, ["nothing changed since the last pass found nothing to do"])
         notes: list[str] = []
         allowed_by_pdb = pdb_allowed(pdbs, nodes, pending)
-        state = _fingerprint(nodes, pending, now_s)
         budgets = self._budgets(nodes, now_s)
         graceful = self._candidates(nodes, now_s, pdbs, allowed_by_pdb, False, notes)
-        ctx = _Context(nodes, pending, now_s, pdbs, frozenset(unavailable))
+        ctx = self._context(nodes, pending, now_s, pdbs, unavailable)
         for method in ("emptiness", "drift", "multi-node", "single-node"):
             if method == "drift":
+                if not drifted:
+                    continue
                 eventual = self._candidates(nodes, now_s, pdbs, allowed_by_pdb, True, [])
                 command = self._drift(ctx, eventual, budgets["Drifted"], notes)
             else:
-                memo = self._memo.get(method)
-                if (
-                    memo is not None
-                    and memo[0] == state
-                    and now_s - memo[1] < self.config.consolidated_memo_s
-                ):
+                if method not in stale:
                     continue
                 run = {"emptiness": self._emptiness, "multi-node": self._multi, "single-node": self._single}[
                     method
@@ -244,7 +329,8 @@ class DisruptionController:
                 reason: DisruptionReason = "Empty" if method == "emptiness" else "Underutilized"
                 command, constrained = run(ctx, graceful, dict(budgets[reason]), notes)
                 if command is None and not constrained:
-                    self._memo[method] = (state, now_s)
+                    until = self._next_time_change(nodes, now_s) if cluster_version is not None else math.inf
+                    self._memo[method] = (state, now_s, until)
             if command is not None:
                 return DisruptionResult(command, notes)
         return DisruptionResult(None, notes)
@@ -328,11 +414,13 @@ class DisruptionController:
         if len(admitted) < 2:
             return None, constrained
         best: Command | None = None
+        hopeless = self._prefix_hopeless(ctx, admitted) if self.config.precheck else [None] * len(admitted)
         low, high = 1, len(admitted) - 1
         while low <= high:
             mid = (low + high) // 2
             batch = admitted[: mid + 1]
-            command = self._consolidate(ctx, batch, "multi-node")
+            why = hopeless[mid]
+            command = why if why is not None else self._consolidate(ctx, batch, "multi-node", checked=True)
             if isinstance(command, Command) and command.replacements:
                 command = _without_same_type(self.prov, command, batch, ctx.unavailable)
             if isinstance(command, Command) and self._approved(command, batch, ctx):
@@ -346,7 +434,12 @@ class DisruptionController:
         self, ctx: _Context, candidates: list[Candidate], budget: dict[str, int], notes: list[str]
     ) -> tuple[Command | None, bool]:
         constrained = False
-        for c in _interleave_pools(_by_savings(self._consolidation_candidates(candidates, notes))):
+        ordered = _interleave_pools(_by_savings(self._consolidation_candidates(candidates, notes)))
+        verdicts = (
+            self._hopeless(ctx, [[c] for c in ordered]) if self.config.precheck else [None] * len(ordered)
+        )
+        hopeless = {c.name: why for c, why in zip(ordered, verdicts, strict=True)}
+        for c in ordered:
             if budget.get(c.pool.name, 0) <= 0:
                 constrained = True
                 notes.append(f"{c.name}: NodePool {c.pool.name!r} disruption budget is exhausted")
@@ -356,7 +449,8 @@ class DisruptionController:
             ):
                 notes.append(f"{c.name}: Balanced: even deleting it would not save enough for the disruption")
                 continue
-            command = self._consolidate(ctx, [c], "single-node")
+            why = hopeless[c.name]
+            command = why if why is not None else self._consolidate(ctx, [c], "single-node", checked=True)
             if isinstance(command, str):
                 notes.append(f"{c.name}: {command}")
                 continue
@@ -381,6 +475,7 @@ class DisruptionController:
             exclude={c.name for c in candidates},
             moving=moving_ids,
             consolidation=consolidation,
+            snapshot=ctx.snapshot,
         )
         deleting = {p.id for n in ctx.nodes if n.marked_for_deletion for p in n.pods.values()}
         for pid in sorted(moving_ids | deleting):
@@ -398,7 +493,151 @@ class DisruptionController:
             return False
         return not any(selects(pdb.selector, pod.labels) and _fully_blocking(pdb) for pdb in ctx.pdbs)
 
-    def _consolidate(self, ctx: _Context, candidates: list[Candidate], method: Method) -> Command | str:
+    def _hopeless(self, ctx: _Context, groups: list[list[Candidate]]) -> list[str | None]:
+        """For each group of candidates, a cheap proof that simulating would find nothing (or None).
+
+        A group's pods must go to other initialized nodes (outside their
+        consolidateAfter window) or to one new node cheaper than the group.
+        Two lower bounds on what that new node must hold: the pods that fit
+        no other node on their own, and the summed requests beyond all the
+        free room elsewhere. Pending pods and placement constraints only make
+        things harder, so when no instance type priced below the group can
+        hold that much, the simulation cannot succeed and is skipped. This
+        changes no outcome, only how often the scheduler runs; all groups are
+        checked in a few array operations.
+        """
+        moving = self._moving(ctx, [c for group in groups for c in group])
+        left = np.zeros((len(groups), len(self.prov.index.resource_names)))
+        if moving.requests.size:
+            owners = np.repeat(np.arange(len(groups)), [len(g) for g in groups])[moving.owner]
+            need = np.zeros_like(left)
+            np.add.at(need, owners, moving.requests)
+            fits = moving.fits.copy()
+            room = np.repeat(moving.room_total[None, :], len(groups), axis=0)
+            cols = moving.columns
+            if all(len(group) == 1 for group in groups):
+                col = np.array(cols, dtype=np.intp)
+                pod_col = col[owners]
+                hit = pod_col >= 0
+                fits[np.flatnonzero(hit), pod_col[hit]] = False
+                has = col >= 0
+                room[has] -= moving.free[col[has]].clip(min=0)
+            else:
+                start = 0
+                for g, group in enumerate(groups):
+                    own = [k for k in cols[start : start + len(group)] if k >= 0]
+                    start += len(group)
+                    if own:
+                        fits[np.ix_(owners == g, np.array(own))] = False
+                        room[g] -= moving.free[own].clip(min=0).sum(axis=0)
+            homeless = ~fits.any(axis=1)
+            stranded = np.zeros_like(left)
+            np.add.at(stranded, owners[homeless], moving.requests[homeless])
+            left = np.maximum(need - room, stranded)
+        price = np.array([sum(c.price for c in group) for group in groups])
+        all_spot = np.array(
+            [all(c.node.capacity_type == "spot" for c in group) for group in groups], dtype=bool
+        )
+        return self._verdicts(ctx, left, price, all_spot, np.array([len(g) for g in groups]))
+
+    def _prefix_hopeless(self, ctx: _Context, ordered: list[Candidate]) -> list[str | None]:
+        """`_hopeless` for every prefix ordered[:k+1] at once (multi-node's binary search)."""
+        moving = self._moving(ctx, ordered)
+        n = len(ordered)
+        left = np.zeros((n, len(self.prov.index.resource_names)))
+        if moving.requests.size:
+            need = np.zeros_like(left)
+            np.add.at(need, moving.owner, moving.requests)
+            need = need.cumsum(axis=0)
+            own_free = np.zeros_like(left)
+            for i, k in enumerate(moving.columns):
+                if k >= 0:
+                    own_free[i] = moving.free[k].clip(min=0)
+            room = moving.room_total[None, :] - own_free.cumsum(axis=0)
+            rank = np.full(moving.free.shape[0], -1)
+            for i, k in enumerate(moving.columns):
+                if k >= 0:
+                    rank[k] = i
+            elsewhere = (moving.fits & (rank < 0)[None, :]).any(axis=1)
+            latest = np.where(moving.fits, rank[None, :], -1).max(axis=1, initial=-1)
+            threshold = np.maximum(moving.owner, latest)
+            stranded = np.zeros_like(left)
+            np.add.at(stranded, threshold[~elsewhere], moving.requests[~elsewhere])
+            left = np.maximum(need - room, stranded.cumsum(axis=0))
+        price = np.cumsum([c.price for c in ordered])
+        all_spot = np.logical_and.accumulate(
+            np.array([c.node.capacity_type == "spot" for c in ordered], dtype=bool)
+        )
+        return self._verdicts(ctx, left, price, all_spot, np.arange(1, n + 1))
+
+    def _moving(self, ctx: _Context, candidates: list[Candidate]) -> _Moving:
+        index = self.prov.index
+        snap = ctx.snapshot
+        vectors: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, c in enumerate(candidates):
+            for pod in c.reschedulable:
+                if self._currently_reschedulable(pod, ctx):
+                    vectors.append(index.vector(pod.requests))
+                    owner.append(i)
+        dest_rows = np.flatnonzero(ctx.destinations)
+        column = {int(r): k for k, r in enumerate(dest_rows)}
+        free = snap.free[dest_rows]
+        requests = np.array(vectors).reshape(len(vectors), len(index.resource_names))
+        fits = np.all(free[None, :, :] >= requests[:, None, :] - 1e-6, axis=2)
+        columns = [column.get(snap.row.get(c.name, -1), -1) for c in candidates]
+        return _Moving(
+            requests, np.array(owner, dtype=np.intp), free, fits, free.clip(min=0).sum(axis=0), columns
+        )
+
+    def _verdicts(
+        self, ctx: _Context, left: np.ndarray, price: np.ndarray, all_spot: np.ndarray, sizes: np.ndarray
+    ) -> list[str | None]:
+        """Per group: `left` must fit one type cheaper than `price`; spot groups may not be replaced."""
+        templates, _ = self.prov.templates(ctx.unavailable)
+        spot_pools = all(_allows_spot(t.requirements) for t in templates)
+        spot_to_spot = all_spot & spot_pools
+        minimum = self.config.spot_to_spot_min_types
+        out: list[str | None] = [None] * len(left)
+        open_groups = np.flatnonzero(np.any(left > 1e-6, axis=1))
+        if not open_groups.size:
+            return out
+        cheaper = np.zeros(len(left), dtype=bool)
+        counts = np.full(len(left), minimum, dtype=np.intp)
+        count_groups = open_groups[spot_to_spot[open_groups] & (sizes[open_groups] == 1)]
+        if count_groups.size:
+            counts[count_groups] = 0
+        for t in templates:
+            rows = _frontier(t)
+            room = t.index.allocatable[rows] - t.daemon[rows]
+            holds = np.all(room[None, :, :] >= left[open_groups][:, None, :] - 1e-6, axis=2)
+            cheaper[open_groups] |= np.any(
+                holds & (t.min_price[rows][None, :] < price[open_groups][:, None]), axis=1
+            )
+            if count_groups.size:
+                cands = t.candidates
+                room = t.index.allocatable[cands] - t.daemon[cands]
+                holds = np.all(room[None, :, :] >= left[count_groups][:, None, :] - 1e-6, axis=2)
+                affordable = t.min_price[cands][None, :] < price[count_groups][:, None]
+                counts[count_groups] += np.count_nonzero(holds & affordable, axis=1)
+        for g in open_groups.tolist():
+            if spot_to_spot[g] and not self.config.spot_to_spot:
+                out[g] = "SpotToSpotConsolidation is disabled, can't replace a spot node with a spot node"
+            elif not cheaper[g]:
+                out[g] = "Can't replace with a cheaper node (its pods do not fit on other nodes)"
+            elif spot_to_spot[g] and sizes[g] == 1 and counts[g] < minimum:
+                out[g] = (
+                    f"SpotToSpotConsolidation requires {minimum} cheaper instance type options than the "
+                    f"current candidate to consolidate, got at most {counts[g]}"
+                )
+        return out
+
+    def _consolidate(
+        self, ctx: _Context, candidates: list[Candidate], method: Method, checked: bool = False
+    ) -> Command | str:
+        hopeless = None if checked or not self.config.precheck else self._hopeless(ctx, [candidates])[0]
+        if hopeless is not None:
+            return hopeless
         result, failure = self._simulate(ctx, candidates, consolidation=True)
         if failure is not None:
             return failure
@@ -521,7 +760,7 @@ class DisruptionController:
                 return None
             budget[c.pool.name] -= 1
             current.append(c)
-        ctx = _Context(nodes, pending, now_s, pdbs, frozenset(unavailable))
+        ctx = self._context(nodes, pending, now_s, pdbs, unavailable)
         again = self._consolidate(ctx, current, command.method)
         if isinstance(again, str) or len(again.replacements) != len(command.replacements):
             return None
@@ -533,12 +772,58 @@ class DisruptionController:
 
 
 @dataclass(frozen=True, slots=True)
+class _Moving:
+    """The pods candidates would move, against the free room of every possible destination."""
+
+    requests: np.ndarray
+    owner: np.ndarray
+    """Per pod, the index of its candidate."""
+    free: np.ndarray
+    """Per destination node, its free room."""
+    fits: np.ndarray
+    """(pod, destination): the pod alone fits there."""
+    room_total: np.ndarray
+    columns: list[int]
+    """Per candidate, its own column among the destinations (-1: not one)."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Context:
     nodes: Sequence[Node]
     pending: Sequence[PodSpec]
     now_s: float
     pdbs: Sequence[PDB]
     unavailable: frozenset[OfferingKey]
+    snapshot: Snapshot
+    destinations: np.ndarray
+    """Per snapshot node: may take a candidate's pods (initialized, outside its consolidateAfter window)."""
+
+
+def _frontier(t: _Template) -> np.ndarray:
+    """The template's types that no cheaper-or-equal type beats on every resource (cached on it).
+
+    Asking "is there a type cheaper than p with at least this much room" only
+    needs these, which is what makes the consolidation pre-check cheap.
+    """
+    if t.frontier is None:
+        cands = t.candidates[np.argsort(t.min_price[t.candidates], kind="stable")]
+        room = t.index.allocatable[cands] - t.daemon[cands]
+        keep: list[int] = []
+        for i in range(cands.size):
+            if keep and np.any(np.all(room[keep] >= room[i], axis=1)):
+                continue
+            keep.append(i)
+        t.frontier = cands[keep]
+    return t.frontier
+
+
+def _allows_spot(reqs: Requirements) -> bool:
+    ct = reqs.get(LABEL_CAPACITY_TYPE)
+    return ct is None or ct.has("spot")
+
+
+def _protected(node: Node, pool: NodePoolSpec | None, now_s: float) -> bool:
+    return pool is not None and under_consolidate_after(node, pool, now_s)
 
 
 def _pod_blocker(
@@ -553,24 +838,6 @@ def _pod_blocker(
         if matching and allowed_by_pdb.get(matching[0].name, 0) <= 0:
             return f"PDB {matching[0].name} allows no disruption of pod {pod.id}"
     return None
-
-
-def _fingerprint(nodes: Sequence[Node], pending: Sequence[PodSpec], now_s: float) -> int:
-    return hash(
-        (
-            tuple(
-                (
-                    n.name,
-                    n.marked_for_deletion,
-                    n.is_ready(now_s),
-                    frozenset(n.pods),
-                    n.nominated_until_s > now_s,
-                )
-                for n in nodes
-            ),
-            frozenset(p.id for p in pending),
-        )
-    )
 
 
 def _pod_sets(candidates: Iterable[Candidate]) -> tuple[tuple[str, frozenset[str]], ...]:

@@ -52,6 +52,8 @@ class InstanceIndex:
         self.types: tuple[InstanceType, ...] = tuple(instance_types)
         self.names: tuple[str, ...] = tuple(names)
         self.position: dict[str, int] = {n: i for i, n in enumerate(names)}
+        self.name_rank = np.argsort(np.argsort(np.array(names, dtype=object))).astype(np.intp)
+        """Each type's position in name order: the deterministic tie-break after price."""
         extended = set(extra_resources)
         for it in self.types:
             extended.update(it.capacity.extended)

@@ -119,6 +119,10 @@ class _Template:
     candidates: np.ndarray
     daemon: np.ndarray
     daemon_ports: dict[int, np.ndarray]
+    min_price: np.ndarray
+    """Per type, its cheapest available offering the pool allows (+inf when none)."""
+    frontier: np.ndarray | None = None
+    """Types no cheaper type beats on every resource; filled in by disruption's pre-check."""
 
 
 class Provisioner:
@@ -157,6 +161,9 @@ class Provisioner:
         self.tolerate_prefer_no_schedule = any(
             t.effect == "PreferNoSchedule" for p in self.pools for t in p.taints
         )
+
+    def snapshot(self, nodes: Sequence[Node], now_s: float) -> Snapshot:
+        return Snapshot(self, nodes, now_s)
 
     def index_for(self, pool: str) -> InstanceIndex:
         """The instance types (with that node class's allocatable) a NodePool launches."""
@@ -199,7 +206,10 @@ class Provisioner:
                 errors[pool.name] = f"NodePool {pool.name!r}: {short}"
                 continue
             daemon, ports = self._daemon_overhead(index, pool, reqs)
-            templates.append(_Template(pool, order, index, available, reqs, candidates, daemon, ports))
+            min_price = index.compatible_prices(reqs, available).min(axis=(1, 2))
+            templates.append(
+                _Template(pool, order, index, available, reqs, candidates, daemon, ports, min_price)
+            )
         return templates, errors
 
     def _daemon_overhead(
@@ -233,6 +243,7 @@ class Provisioner:
         exclude: Collection[str] = frozenset(),
         moving: Collection[str] = frozenset(),
         consolidation: bool = False,
+        snapshot: Snapshot | None = None,
     ) -> ProvisioningResult:
         """One provisioning loop.
 
@@ -242,9 +253,12 @@ class Provisioner:
         replacements. `exclude` removes nodes from consideration (disruption
         candidates). `unavailable` are ICE-cached offerings. With
         `consolidation`, moving pods may not land on nodes still inside their
-        pool's consolidateAfter window (v1.14).
+        pool's consolidateAfter window (v1.14). `snapshot` (from `snapshot()`
+        over the same nodes and time) saves rebuilding per-node data when one
+        pass simulates many times.
         """
-        run = _Run(self, nodes, now_s, frozenset(unavailable), frozenset(exclude), consolidation)
+        snap = snapshot if snapshot is not None else Snapshot(self, nodes, now_s)
+        run = _Run(self, snap, frozenset(unavailable), frozenset(exclude), consolidation)
         return run.solve(pods, frozenset(moving))
 
 
@@ -339,14 +353,61 @@ class _Pod:
     memo: tuple[object, ...] | None = None
 
 
-@dataclass
-class _Existing:
-    node: Node
-    requirements: Requirements
-    free: np.ndarray
-    ports: set[int]
-    under_consolidate_after: bool
-    initialized: bool
+class _NodeInfo:
+    """What every simulation of one pass needs about an existing node, computed once."""
+
+    __slots__ = ("_requirements", "initialized", "node", "ports")
+
+    def __init__(self, node: Node, now_s: float) -> None:
+        self.node = node
+        self.initialized = node.is_ready(now_s)
+        self.ports = frozenset(port for p in node.pods.values() for port in p.host_ports)
+        self._requirements: Requirements | None = None
+
+    @property
+    def requirements(self) -> Requirements:
+        if self._requirements is None:
+            self._requirements = Requirements.from_labels(
+                {**self.node.labels, LABEL_HOSTNAME: self.node.name}
+            )
+        return self._requirements
+
+
+class Snapshot:
+    """The cluster as one provisioning or disruption pass sees it; simulations of the pass share it.
+
+    Nodes marked for deletion are not destinations, but their pods are
+    scheduled again (Karpenter pre-provisions for them).
+    """
+
+    def __init__(self, prov: Provisioner, nodes: Sequence[Node], now_s: float) -> None:
+        self.now_s = now_s
+        self.nodes = tuple(nodes)
+        index = prov.index
+        active = sorted(
+            (n for n in nodes if not n.marked_for_deletion), key=lambda n: (not n.is_ready(now_s), n.name)
+        )
+        self.infos = [_NodeInfo(n, now_s) for n in active]
+        self.row = {info.node.name: i for i, info in enumerate(self.infos)}
+        self.free = np.zeros((len(self.infos), len(index.resource_names)))
+        for i, info in enumerate(self.infos):
+            self.free[i] = index.vector(info.node.allocatable) - _requested(index, info.node)
+        self.bound_anti = any(p.anti_affinity for n in active for p in n.pods.values())
+
+
+def _requested(index: InstanceIndex, node: Node) -> np.ndarray:
+    pods = node.pods.values()
+    row = index.vector(node.daemon_requests)
+    row[0] += sum(p.requests.cpu_millicores for p in pods)
+    row[1] += sum(p.requests.memory_mib for p in pods)
+    row[2] += len(node.pods)
+    row[3] += sum(p.requests.ephemeral_storage_mib for p in pods)
+    for p in pods:
+        for name, amount in p.requests.extended.items():
+            pos = index.resource_position.get(name)
+            if pos is not None:
+                row[pos] += amount
+    return row
 
 
 @dataclass
@@ -375,8 +436,7 @@ class _Run:
     def __init__(
         self,
         prov: Provisioner,
-        nodes: Sequence[Node],
-        now_s: float,
+        snapshot: Snapshot,
         unavailable: frozenset[OfferingKey],
         exclude: frozenset[str],
         consolidation: bool,
@@ -384,59 +444,56 @@ class _Run:
         self.prov = prov
         self.index = prov.index
         self.config = prov.config
-        self.now_s = now_s
+        self.now_s = snapshot.now_s
+        self.snapshot = snapshot
         self.consolidation = consolidation
         self.templates, self.pool_errors = prov.templates(unavailable)
-        self.nodes = nodes
-        self.exclude = exclude
-        self.existing: list[_Existing] = []
-        self.deleting_pods: list[PodSpec] = []
+        rows = [i for i, info in enumerate(snapshot.infos) if info.node.name not in exclude]
+        self.existing = [snapshot.infos[i] for i in rows]
+        self.free = snapshot.free[rows].copy()
+        self.added_ports: dict[int, set[int]] = {}
+        self.under_consolidate_after = np.zeros(len(rows), dtype=bool)
+        if consolidation:
+            for k, info in enumerate(self.existing):
+                pool = prov.pools_by_name.get(info.node.nodepool or "")
+                if pool is not None:
+                    self.under_consolidate_after[k] = under_consolidate_after(info.node, pool, self.now_s)
+        self.deleting_pods = [
+            p
+            for n in snapshot.nodes
+            if n.marked_for_deletion and n.name not in exclude
+            for p in n.pods.values()
+            if _reschedulable(p)
+        ]
         self.remaining: dict[str, dict[str, float]] = {}
         for pool in prov.pools:
             if pool.limits is not None:
                 self.remaining[pool.name] = dict(pool.limits)
-        for node in nodes:
-            if node.name in exclude:
-                continue
-            if node.marked_for_deletion:
-                self.deleting_pods.extend(p for p in node.pods.values() if _reschedulable(p))
-                continue
-            self.existing.append(self._existing(node))
-            rem = self.remaining.get(node.nodepool or "")
+        for info in self.existing:
+            rem = self.remaining.get(info.node.nodepool or "")
             if rem is not None:
                 for name in rem:
-                    rem[name] -= 1.0 if name == RESOURCE_NODES else node.capacity.get(name)
-        self.existing.sort(key=lambda e: (not e.initialized, e.node.name))
+                    rem[name] -= 1.0 if name == RESOURCE_NODES else info.node.capacity.get(name)
         self.claims: list[_Claim] = []
+        self.claim_room = np.zeros((8, len(self.index.resource_names)))
+        """Per claim, the most of each resource any candidate type could still take (a quick reject)."""
         self._offer_cache: dict[tuple[int, ValueSet | None, ValueSet | None], np.ndarray] = {}
         self._merge_cache: dict[tuple[Requirements, Requirements], Requirements | str] = {}
         self.bad_existing: dict[tuple[object, ...], set[int]] = {}
         self.bad_claims: dict[tuple[object, ...], set[int]] = {}
         self.bad_templates: dict[tuple[object, ...], dict[int, str]] = {}
         self.nominations: dict[str, str] = {}
-        self.claim_of: dict[str, _Claim] = {}
-
-    def _existing(self, node: Node) -> _Existing:
-        free = self.index.vector(node.allocatable) - self.index.vector(node.requested())
-        ports = {port for p in node.pods.values() for port in p.host_ports}
-        under = False
-        pool = self.prov.pools_by_name.get(node.nodepool or "")
-        if self.consolidation and pool is not None:
-            under = under_consolidate_after(node, pool, self.now_s)
-        return _Existing(
-            node=node,
-            requirements=Requirements.from_labels({**node.labels, LABEL_HOSTNAME: node.name}),
-            free=free,
-            ports=ports,
-            under_consolidate_after=under,
-            initialized=node.is_ready(self.now_s),
-        )
 
     def solve(self, pods: Sequence[PodSpec], moving: frozenset[str]) -> ProvisioningResult:
         deleting_ids = {p.id for p in self.deleting_pods}
         batch = [p for p in pods if p.id not in deleting_ids] + self.deleting_pods
         zones = {z for t in self.templates for z in t.index.zones} | {e.node.zone for e in self.existing}
-        bound = [(p, e.node.zone, e.node.name) for e in self.existing for p in e.node.pods.values()]
+        topological = self.snapshot.bound_anti or any(p.topology_spread or p.anti_affinity for p in batch)
+        bound = (
+            [(p, e.node.zone, e.node.name) for e in self.existing for p in e.node.pods.values()]
+            if topological
+            else []
+        )
         self.topology = Topology(zones, [e.node.name for e in self.existing], batch, bound)
         queue: deque[_Pod] = deque(
             self._pod(p, p.id in moving, p.id in deleting_ids) for p in sort_pods(batch)
@@ -493,7 +550,9 @@ class _Run:
         if self._add_existing(pod, attempt):
             return None
         bad_claims = self.bad_claims.setdefault(memo, set()) if memo is not None else None
-        for claim in sorted(self.claims, key=lambda c: (len(c.pods), c.seq)):
+        count = len(self.claims)
+        room = np.flatnonzero(np.all(self.claim_room[:count] >= pod.request - FIT_SLACK, axis=1)).tolist()
+        for claim in sorted((self.claims[i] for i in room), key=lambda c: (len(c.pods), c.seq)):
             if bad_claims is not None and claim.seq in bad_claims:
                 continue
             fit = self._claim_fit(claim, pod, attempt)
@@ -505,39 +564,47 @@ class _Run:
         return self._add_new(pod, attempt)
 
     def _add_existing(self, pod: _Pod, attempt: _Attempt) -> bool:
+        if not self.existing:
+            return False
         memo = pod.memo
         bad = self.bad_existing.setdefault(memo, set()) if memo is not None else None
-        for i, e in enumerate(self.existing):
-            if bad is not None and i in bad:
+        room = np.all(self.free >= pod.request - FIT_SLACK, axis=1)
+        if pod.moving and not pod.from_deleting:
+            room &= ~self.under_consolidate_after
+        for k in np.flatnonzero(room).tolist():
+            if bad is not None and k in bad:
                 continue
-            if e.under_consolidate_after and pod.moving and not pod.from_deleting:
-                continue
-            if self._existing_fits(e, pod, attempt):
-                e.free -= pod.request
-                e.ports.update(pod.spec.host_ports)
-                self.topology.record(pod.spec, e.node.zone, e.node.name)
-                self.nominations[pod.spec.id] = e.node.name
+            if self._existing_fits(k, pod, attempt):
+                info = self.existing[k]
+                self.free[k] -= pod.request
+                if pod.spec.host_ports:
+                    self.added_ports.setdefault(k, set()).update(pod.spec.host_ports)
+                self.topology.record(pod.spec, info.node.zone, info.node.name)
+                self.nominations[pod.spec.id] = info.node.name
                 return True
             if bad is not None:
-                bad.add(i)
+                bad.add(k)
         return False
 
-    def _existing_fits(self, e: _Existing, pod: _Pod, attempt: _Attempt) -> bool:
-        if untolerated(e.node.taints, pod.spec.tolerations, attempt.tolerate_pns) is not None:
+    def _existing_fits(self, k: int, pod: _Pod, attempt: _Attempt) -> bool:
+        info = self.existing[k]
+        if info.node.taints and untolerated(info.node.taints, pod.spec.tolerations, attempt.tolerate_pns):
             return False
-        if e.requirements.compatible(attempt.requirements, allow_undefined_well_known=False) is not None:
+        if attempt.requirements.sets and info.requirements.compatible(
+            attempt.requirements, allow_undefined_well_known=False
+        ):
             return False
-        if any(port in e.ports for port in pod.spec.host_ports):
-            return False
-        if not bool(np.all(pod.request <= e.free + FIT_SLACK)):
-            return False
+        if pod.spec.host_ports:
+            used = info.ports | self.added_ports.get(k, set())
+            if any(port in used for port in pod.spec.host_ports):
+                return False
         if attempt.spread or attempt.anti or self.topology.involves(pod.spec):
             topo = self.topology.requirements(
                 pod.spec,
                 attempt.spread,
                 attempt.anti,
                 attempt.strict.get(LABEL_ZONE),
-                Target(e.node.name, e.node.zone),
+                Target(info.node.name, info.node.zone),
             )
             if isinstance(topo, str):
                 return False
@@ -596,8 +663,10 @@ class _Run:
         fit = self._claim_fit(claim, pod, attempt)
         if isinstance(fit, str):
             return fit
-        self._commit(claim, pod, fit)
         self.claims.append(claim)
+        if len(self.claims) > self.claim_room.shape[0]:
+            self.claim_room = np.vstack([self.claim_room, np.zeros_like(self.claim_room)])
+        self._commit(claim, pod, fit)
         if remaining is not None:
             largest = t.index.capacity[claim.candidates].max(axis=0)
             for name in remaining:
@@ -698,6 +767,7 @@ class _Run:
         claim.total = claim.total + pod.request
         claim.ports.update(pod.spec.host_ports)
         claim.min_values_relaxed = claim.min_values_relaxed or fit.relaxed_min_values
+        self.claim_room[claim.seq] = fit.headroom.max(axis=0)
         zone = fit.requirements.get(LABEL_ZONE)
         single = (
             next(iter(zone.values))
@@ -705,16 +775,13 @@ class _Run:
             else None
         )
         self.topology.record(pod.spec, single, claim.hostname)
-        self.claim_of[pod.spec.id] = claim
 
     def _finalize(self, claim: _Claim) -> ClaimPlan | str:
         index = claim.template.index
         prices = index.compatible_prices(claim.requirements, claim.template.available)[claim.candidates].min(
             axis=(1, 2)
         )
-        order = sorted(
-            range(claim.candidates.size), key=lambda i: (prices[i], index.names[claim.candidates[i]])
-        )
+        order = np.lexsort((index.name_rank[claim.candidates], prices))
         ranked = claim.candidates[order][: self.config.max_instance_types]
         short = _min_values_shortfall(index, claim.requirements, ranked, claim.template.available)
         if short is not None and self.config.min_values_policy == "Strict":
