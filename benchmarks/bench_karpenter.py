@@ -18,7 +18,10 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,7 +36,7 @@ from sim.controllers.karpenter.config import DisruptionConfig, LaunchConfig
 from sim.controllers.karpenter.disruption import DisruptionController
 from sim.controllers.karpenter.launch import Launch, launch, make_node
 from sim.controllers.karpenter.optimum import optimal_cost
-from sim.controllers.karpenter.provisioning import Provisioner
+from sim.controllers.karpenter.provisioning import Provisioner, ProvisioningResult
 from sim.controllers.karpenter.types import (
     LABEL_INSTANCE_CATEGORY,
     LABEL_INSTANCE_CPU,
@@ -50,14 +53,15 @@ from sim.controllers.karpenter.types import (
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 HORIZON_S = 7 * 86400
+T = TypeVar("T")
 
 
 def catalog() -> tuple[InstanceType, ...]:
     return instance_types(load_bundled_catalog(), NodeClassSettings(), ZONES, PricingSettings(), "us-east-1")
 
 
-def _timed(fn, repeat: int = 3):  # type: ignore[no-untyped-def]
-    times, result = [], None
+def _timed(fn: Callable[[], T], repeat: int = 3) -> tuple[float, float, T]:
+    times = []
     for _ in range(repeat):
         start = time.perf_counter()
         result = fn()
@@ -102,15 +106,17 @@ def _pack(types: tuple[InstanceType, ...], pool: NodePoolSpec, title: str) -> No
     fake = LaunchConfig(zone_tie_break="first")
     print(f" NodePool {pool.name!r} ({title}):")
     for label, pods in (("5 workloads x 200 pods", mix), ("1000 distinct pods", distinct)):
-        best, med, result = _timed(lambda pods=pods: prov.solve(pods, [], 0.0))
+        best, med, result = _timed(partial(prov.solve, pods, [], 0.0))
         assert not result.unschedulable, result.unschedulable
-        best_l, med_l, _ = _timed(
-            lambda result=result: [launch(prov, plan, fake) for plan in result.claims]  # type: ignore[union-attr]
-        )
+        best_l, _, _ = _timed(partial(_launch_all, prov, result, fake))
         print(
-            f"  {label}: packed into {len(result.claims)} NodeClaims in {best * 1000:.0f} ms "  # type: ignore[union-attr]
+            f"  {label}: packed into {len(result.claims)} NodeClaims in {best * 1000:.0f} ms "
             f"(median {med * 1000:.0f} ms); launching them {best_l * 1000:.0f} ms"
         )
+
+
+def _launch_all(prov: Provisioner, result: ProvisioningResult, config: LaunchConfig) -> list[object]:
+    return [launch(prov, plan, config) for plan in result.claims]
 
 
 def bench_quality(types: tuple[InstanceType, ...], problems: int, seed: int) -> None:
@@ -252,10 +258,10 @@ def bench_week(types: tuple[InstanceType, ...]) -> None:
             dirty = False
         if int(t) % 10 == 0:
             start = time.perf_counter()
-            result = disruption.reconcile(
+            passed = disruption.reconcile(
                 list(nodes.values()), list(pending.values()), t, cluster_version=version
             )
-            command = result.command
+            command = passed.command
             if command is not None:
                 calls["commands"] += 1
                 ready_at = t

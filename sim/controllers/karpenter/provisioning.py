@@ -634,6 +634,7 @@ class _Run:
 
     def _open(self, t: _Template, pod: _Pod, attempt: _Attempt) -> str | None:
         candidates = t.candidates
+        limited = False
         remaining = self.remaining.get(t.pool.name)
         if remaining is not None:
             if RESOURCE_NODES in remaining and remaining[RESOURCE_NODES] < 1 - FIT_SLACK:
@@ -648,6 +649,7 @@ class _Run:
                     candidates = candidates[:0]
             if candidates.size == 0:
                 return "all instance types exceed its limits (remaining " + _fmt_limits(remaining) + ")"
+            limited = candidates.size < t.candidates.size
         seq = len(self.claims)
         claim = _Claim(
             seq=seq,
@@ -662,6 +664,8 @@ class _Run:
         )
         fit = self._claim_fit(claim, pod, attempt)
         if isinstance(fit, str):
+            if remaining is not None and limited:
+                fit += f"; its limits leave only types within {_fmt_limits(remaining)}"
             return fit
         self.claims.append(claim)
         if len(self.claims) > self.claim_room.shape[0]:
