@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 import sim
 from sim.calibrate.openmetrics import Family, RawSeries, write_openmetrics
 from sim.calibrate.synthetic import AppConvention, Recording, Segment, replay_plane
+from sim.dataplane import distributions
 from sim.workload.service import Dist, ServiceModel
 
 EPOCH = 1_709_510_400.0  # Monday 2024-03-04 00:00 UTC
@@ -298,9 +299,35 @@ def build_history(out: Path) -> Path:
     rec.append(handler_segment(BILLING, 2, 0.8, 2400, rng))
     add(rec.families())
 
+    add([node_launch_histogram(rng)])
     path = out / "history.om"
     write_openmetrics(path, families.values())
     return path
+
+
+NODE_LAUNCH = Dist("lognormal", 48.0, 0.25)
+LAUNCH_BOUNDS = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+
+
+def node_launch_histogram(rng: np.random.Generator, launches: int = 300) -> Family:
+    """Karpenter's NodeClaim Unknown→Initialized histogram: `launches` launches spread over the first days."""
+    name = "operator_nodeclaim_status_condition_transition_seconds"
+    labels = {"type": "Initialized", "status": "Unknown", "nodepool": "default"}
+    times = EPOCH + SCRAPE_S * np.arange(1, 2881)
+    at = np.sort(rng.integers(0, len(times), launches))
+    delays = distributions.sample(NODE_LAUNCH, rng, launches)
+    per = np.zeros((len(times), len(LAUNCH_BOUNDS) + 1))
+    np.add.at(per, (at, np.searchsorted(LAUNCH_BOUNDS, delays)), 1.0)
+    cum = np.cumsum(np.cumsum(per, axis=1), axis=0)
+    series = [
+        RawSeries(f"{name}_bucket", {**labels, "le": f"{b:g}"}, times, cum[:, i])
+        for i, b in enumerate(LAUNCH_BOUNDS)
+    ]
+    series.append(RawSeries(f"{name}_bucket", {**labels, "le": "+Inf"}, times, cum[:, -1]))
+    sums = np.cumsum(np.bincount(at, weights=delays, minlength=len(times)))
+    series.append(RawSeries(f"{name}_sum", labels, times, sums))
+    series.append(RawSeries(f"{name}_count", labels, times, cum[:, -1]))
+    return Family(name, "histogram", series)
 
 
 def _with_faults(front: list[Family]) -> list[Family]:

@@ -126,6 +126,9 @@ def test_cpu_startup_and_daily_profile_of_a_long_classic_history(calibrated: dic
     assert np.corrcoef(case.daily_shape(hours), cal.profile.hourly)[0, 1] >= 0.95
     synthetic = cal.model.traffic["synthetic"]
     assert isinstance(synthetic, dict) and abs(synthetic["peak_hour"] - 15.0) < 1.0
+    launch = cal.model.parameters["node_launch"]
+    assert launch.status == "fitted" and isinstance(launch.value, dict)
+    assert abs(launch.value["mean"] - ch.NODE_LAUNCH.mean_s) <= 0.1 * ch.NODE_LAUNCH.mean_s
 
 
 def test_cpu_is_not_identifiable_when_load_per_pod_never_varies(calibrated: dict[str, Calibration]) -> None:

@@ -132,8 +132,9 @@ class Calibration:
     profile: profile.TrafficProfile | None = None
 
 
-def _promql_rate(sel: str, step_s: float) -> str:
-    return f"sum(rate({sel}[{step_s:g}s]))"
+def _promql_rate(sel: str, step_s: float, scrape_s: float) -> str:
+    """The rate() a dashboard would use for the same numbers (a window of at least four scrapes)."""
+    return f"sum(rate({sel}[{max(step_s, 4 * scrape_s):g}s]))"
 
 
 @dataclass
@@ -235,7 +236,7 @@ def _nothing_found(
     chosen: Chosen,
 ) -> str:
     """Why the window is empty: no such series at all, or series that exist outside the window."""
-    sets = [qs for qs in (*catalog.app, *catalog.ingress)]
+    sets = (*catalog.app, *catalog.ingress)
     elsewhere = [s for qs in sets for s in source.series(probe_selectors(qs, variables), 0.0, ALL_TIME_S)]
     if elsewhere:
         found = ", ".join(sorted({s["__name__"] for s in elsewhere}))
@@ -262,14 +263,8 @@ def calibrate(
 ) -> Calibration:
     """Read the service's history from `source` and fit its workload model."""
     hist = read_history(source, target, catalog, start_s, end_s, step_s)
-    grid, scrape, variables, requests, hists = (
-        hist.grid,
-        hist.scrape_s,
-        hist.variables,
-        hist.requests,
-        hist.histograms,
-    )
-    chosen, issues = hist.chosen, hist.issues
+    grid, scrape, variables = hist.grid, hist.scrape_s, hist.variables
+    requests, hists, chosen, issues = hist.requests, hist.histograms, hist.chosen, hist.issues
     ready, spec_replicas = hist.ready, hist.spec_replicas
     pods, pods_query = hist.pods
     k8s = catalog.kubernetes
@@ -328,6 +323,12 @@ def calibrate(
                         response.counts[ok], response.sums_s[ok], response.bounds_s, rng
                     )
                     service_hist = response
+    if service_fit is None and response is not None and np.nansum(response.observations) >= MIN_OBSERVATIONS:
+        ok = response.valid
+        service_fit = fit.fit_histogram(response.counts[ok], response.sums_s[ok], response.bounds_s, rng)
+        service_hist = response
+        if response is ingress:
+            service_note = "from the ingress's response time (no replica counts to separate the wait)"
     _service_params(params, model_block, service_fit, service_hist, service_method, service_note, hists)
     _workers_param(params, model_block, notes, conc, response, pods_query, step)
 
@@ -345,8 +346,8 @@ def calibrate(
             "core-s",
             {"stderr": est.cpu_per_request_se_s, "intervals": est.n, "r2": est.r2},
             cpu_source,
-            f"{_promql_rate(cpu_sel.promql(), step)} ~ idle·ready_pods + "
-            f"cpu_per_request·{_promql_rate(requests.selector.promql(), step)}",
+            f"{_promql_rate(cpu_sel.promql(), step, scrape)} ~ idle·ready_pods + "
+            f"cpu_per_request·{_promql_rate(requests.selector.promql(), step, scrape)}",
             "robust (soft-L1) regression without intercept, both terms ≥ 0",
         )
         params["idle_cpu"] = Parameter(
@@ -457,7 +458,7 @@ def calibrate(
         },
     }
     prof = None
-    traffic_q = _promql_rate(requests.selector.promql(), step)
+    traffic_q = _promql_rate(requests.selector.promql(), step, scrape)
     params["traffic.mean_rps"] = Parameter(
         "fitted",
         float(np.nanmean(offered_rps)),
