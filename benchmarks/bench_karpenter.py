@@ -176,7 +176,7 @@ def _od(t: InstanceType) -> float:
     return max(o.price_usd_per_h for o in t.offerings if o.capacity_type == "on-demand")
 
 
-def bench_week(types: tuple[InstanceType, ...]) -> None:
+def bench_week(types: tuple[InstanceType, ...], low: int = 10, high: int = 120) -> None:
     """A week of diurnal scaling for one service, through every Karpenter entry point the engine uses.
 
     The loop calls the model the way the engine is meant to: provisioning every
@@ -207,7 +207,7 @@ def bench_week(types: tuple[InstanceType, ...]) -> None:
     dirty = False
     t = 0.0
     while t < HORIZON_S:
-        replicas = int(10 + 110 * (0.5 - 0.5 * math.cos(2 * math.pi * t / 86400)))
+        replicas = int(low + (high - low) * (0.5 - 0.5 * math.cos(2 * math.pi * t / 86400)))
         current = len(running) + len(pending)
         for _ in range(max(0, replicas - current)):
             pod = PodSpec(f"p{next_id}", "svc", Resources(500, 1024), created_s=t)
@@ -281,7 +281,7 @@ def bench_week(types: tuple[InstanceType, ...]) -> None:
         t += 5.0
     total = sum(spent.values())
     print(
-        f"7-day single service (5 s steps, 10-120 pods): Karpenter calls {calls}; "
+        f"7-day single service (5 s steps, {low}-{high} pods of 500m/1Gi): Karpenter calls {calls}; "
         + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
         + f"; total {total:.2f} s"
     )
@@ -295,7 +295,8 @@ def main() -> None:
     types = catalog()
     bench_packing(types)
     bench_quality(types, args.problems, args.seed)
-    bench_week(types)
+    bench_week(types, 2, 20)
+    bench_week(types, 10, 120)
 
 
 if __name__ == "__main__":

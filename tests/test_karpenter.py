@@ -19,7 +19,7 @@ from sim.controllers.karpenter.config import BatchConfig, DisruptionConfig, Laun
 from sim.controllers.karpenter.disruption import DisruptionController
 from sim.controllers.karpenter.launch import Launch, LaunchFailure, launch, make_node
 from sim.controllers.karpenter.lifecycle import drift_reason, expired, interruption
-from sim.controllers.karpenter.provisioning import ClaimPlan, Provisioner, ProvisioningResult
+from sim.controllers.karpenter.provisioning import ClaimPlan, Provisioner, ProvisioningResult, nominate
 from sim.controllers.karpenter.requirements import Requirements, ValueSet
 from sim.controllers.karpenter.types import (
     LABEL_CAPACITY_TYPE,
@@ -231,6 +231,8 @@ def test_pods_fill_existing_and_in_flight_nodes_before_new_claims() -> None:
     in_flight.pods["a"] = pod("a", 1000.0, 1024.0)
     again = prov.solve([pod("b", 100.0, 128.0)], [in_flight], 1.0)
     assert again.nominations == {"b": "n1"} and not again.claims
+    nominate(again, [in_flight], 1.0)
+    assert in_flight.nominated_until_s == 21.0
 
 
 def test_daemonset_overhead_is_part_of_every_claim() -> None:

@@ -234,7 +234,7 @@ class DisruptionController:
             ],
             dtype=bool,
         )
-        return _Context(nodes, pending, now_s, pdbs, frozenset(unavailable), snap, destinations)
+        return _Context(nodes, pending, now_s, pdbs, frozenset(unavailable), snap, destinations, {})
 
     def _next_time_change(self, nodes: Sequence[Node], now_s: float) -> float:
         """The first future instant at which a node turns ready, stops being nominated or consolidatable."""
@@ -578,13 +578,17 @@ class DisruptionController:
         for i, c in enumerate(candidates):
             for pod in c.reschedulable:
                 if self._currently_reschedulable(pod, ctx):
-                    vectors.append(index.vector(pod.requests))
+                    vector = ctx.vectors.get(pod.id)
+                    if vector is None:
+                        vector = ctx.vectors[pod.id] = index.vector(pod.requests)
+                    vectors.append(vector)
                     owner.append(i)
         dest_rows = np.flatnonzero(ctx.destinations)
         column = {int(r): k for k, r in enumerate(dest_rows)}
         free = snap.free[dest_rows]
         requests = np.array(vectors).reshape(len(vectors), len(index.resource_names))
-        fits = np.all(free[None, :, :] >= requests[:, None, :] - 1e-6, axis=2)
+        used = np.flatnonzero(requests.any(axis=0))
+        fits = np.all(free[None, :, used] >= requests[:, None, used] - 1e-6, axis=2)
         columns = [column.get(snap.row.get(c.name, -1), -1) for c in candidates]
         return _Moving(
             requests, np.array(owner, dtype=np.intp), free, fits, free.clip(min=0).sum(axis=0), columns
@@ -607,10 +611,12 @@ class DisruptionController:
         count_groups = open_groups[spot_to_spot[open_groups] & (sizes[open_groups] == 1)]
         if count_groups.size:
             counts[count_groups] = 0
+        dims = tuple(np.flatnonzero((left[open_groups] > 1e-6).any(axis=0)).tolist())
+        need = left[open_groups][:, dims]
         for t in templates:
-            rows = _frontier(t)
-            room = t.index.allocatable[rows] - t.daemon[rows]
-            holds = np.all(room[None, :, :] >= left[open_groups][:, None, :] - 1e-6, axis=2)
+            rows = _frontier(t, dims)
+            room = (t.index.allocatable[rows] - t.daemon[rows])[:, dims]
+            holds = np.all(room[None, :, :] >= need[:, None, :] - 1e-6, axis=2)
             cheaper[open_groups] |= np.any(
                 holds & (t.min_price[rows][None, :] < price[open_groups][:, None]), axis=1
             )
@@ -797,24 +803,27 @@ class _Context:
     snapshot: Snapshot
     destinations: np.ndarray
     """Per snapshot node: may take a candidate's pods (initialized, outside its consolidateAfter window)."""
+    vectors: dict[str, np.ndarray]
+    """Pod requests as resource rows, filled in as the pass needs them."""
 
 
-def _frontier(t: _Template) -> np.ndarray:
-    """The template's types that no cheaper-or-equal type beats on every resource (cached on it).
+def _frontier(t: _Template, dims: tuple[int, ...]) -> np.ndarray:
+    """The template's types no cheaper-or-equal type beats on every resource in `dims` (cached on it).
 
     Asking "is there a type cheaper than p with at least this much room" only
     needs these, which is what makes the consolidation pre-check cheap.
     """
-    if t.frontier is None:
+    found = t.frontier.get(dims)
+    if found is None:
         cands = t.candidates[np.argsort(t.min_price[t.candidates], kind="stable")]
-        room = t.index.allocatable[cands] - t.daemon[cands]
+        room = (t.index.allocatable[cands] - t.daemon[cands])[:, dims]
         keep: list[int] = []
         for i in range(cands.size):
             if keep and np.any(np.all(room[keep] >= room[i], axis=1)):
                 continue
             keep.append(i)
-        t.frontier = cands[keep]
-    return t.frontier
+        found = t.frontier[dims] = cands[keep]
+    return found
 
 
 def _allows_spot(reqs: Requirements) -> bool:

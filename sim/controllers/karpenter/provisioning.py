@@ -99,6 +99,17 @@ class ProvisioningResult:
         return lines
 
 
+def nominate(result: ProvisioningResult, nodes: Iterable[Node], now_s: float, window_s: float = 20.0) -> None:
+    """Mark the existing nodes a loop counted on as nominated: they are no disruption candidates meanwhile.
+
+    Karpenter nominates for max(2 x batch max duration, 10 s) = 20 s (state/statenode.go).
+    """
+    targets = set(result.nominations.values())
+    for node in nodes:
+        if node.name in targets:
+            node.nominated_until_s = max(node.nominated_until_s, now_s + window_s)
+
+
 def pool_order(pools: Iterable[NodePoolSpec]) -> list[NodePoolSpec]:
     """Weight descending; ties by name descending (core utils/nodepool OrderByWeight)."""
     return sorted(pools, key=lambda p: (p.weight, p.name), reverse=True)
@@ -121,8 +132,8 @@ class _Template:
     daemon_ports: dict[int, np.ndarray]
     min_price: np.ndarray
     """Per type, its cheapest available offering the pool allows (+inf when none)."""
-    frontier: np.ndarray | None = None
-    """Types no cheaper type beats on every resource; filled in by disruption's pre-check."""
+    frontier: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
+    """Per set of resources, types no cheaper type beats on all of them (disruption's pre-check)."""
 
 
 class Provisioner:
