@@ -238,7 +238,8 @@ class Recording:
         def counter(key: str) -> np.ndarray:
             return np.concatenate([[0.0], np.cumsum(np.concatenate(self._inc[key]))])
 
-        served, failed = counter("served"), counter("failed")
+        # Fluid runs count fractional requests; an exporter's counter holds whole ones.
+        served, failed = np.rint(counter("served")), np.rint(counter("failed"))
         app_labels = {"namespace": ns, "service": svc, "job": svc}
         if self.app == "prometheus_client":
             fams.append(
