@@ -301,9 +301,10 @@ def _fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
 class _Proxy(ThreadingHTTPServer):
     """Bearer-token auth (and optional delay and TLS) in front of the test Prometheus."""
 
-    def __init__(self, upstream: str, delay_s: float = 0.0, tls: bool = False) -> None:
+    def __init__(self, upstream: str, delay_s: float = 0.0, tls: bool = False, fail_first: int = 0) -> None:
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.upstream, self.delay_s = upstream, delay_s
+        self.upstream, self.delay_s, self.fail_first = upstream, delay_s, fail_first
+        self.requests = 0
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(TLS / "localhost-test-only.crt", TLS / "localhost-test-only.key")
@@ -337,6 +338,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._send(401, body.encode())
             return
         time.sleep(self.server.delay_s)
+        self.server.requests += 1
+        if self.server.requests <= self.server.fail_first:
+            self._send(503, b'{"status":"error","errorType":"unavailable","error":"overloaded"}')
+            return
         try:
             with urllib.request.urlopen(self.server.upstream + self.path, timeout=30) as resp:
                 self._send(resp.status, resp.read())
@@ -372,6 +377,31 @@ def test_timeout(proxy: _Proxy, monkeypatch: pytest.MonkeyPatch, capsys: pytest.
         monkeypatch, capsys, "--prometheus", proxy.url, "--timeout", "0.3", "--retries", "0", *WINDOW
     )
     assert "did not answer within 0.3 s" in err
+
+
+@pytest.mark.parametrize("proxy", [{"fail_first": 2}], indirect=True)
+def test_retries_with_backoff_ride_out_a_brief_outage(
+    proxy: _Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CAPSIM_PROMETHEUS_TOKEN", TOKEN)
+    out = str(tmp_path / "m.yaml")
+    code = capsim(
+        monkeypatch,
+        "calibrate",
+        "--service",
+        "orders",
+        "--namespace",
+        ch.NAMESPACE,
+        "--prometheus",
+        proxy.url,
+        "--retries",
+        "3",
+        *WINDOW,
+        "-o",
+        out,
+    )
+    assert code == 0, capsys.readouterr().err
+    assert proxy.requests > 2  # the two 503s were retried, then everything went through
 
 
 def test_401_and_403(
