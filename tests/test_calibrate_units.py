@@ -238,6 +238,17 @@ def test_startup_samples_fit() -> None:
     assert est.median_s == pytest.approx(25.0 / math.sqrt(1.09), rel=0.05) and est.n == 400
 
 
+def test_startup_fit_counts_pods_never_seen_ready_as_censored() -> None:
+    rng = np.random.default_rng(8)
+    delays = distributions.sample(Dist("lognormal", 25.0, 0.3), rng, 3000)
+    watched = rng.uniform(15.0, 45.0, 3000)  # deleted (or the window ended) this long after creation
+    seen = delays <= watched
+    naive = fit.fit_samples(delays[seen], rng)
+    fair = fit.fit_samples(delays[seen], rng, watched[~seen])
+    assert naive.mean_s < 0.93 * 25.0  # dropping the slow starts biases toward fast ones
+    assert fair.mean_s == pytest.approx(25.0, rel=0.03) and fair.cv == pytest.approx(0.3, rel=0.1)
+
+
 def test_cpu_regression_shrugs_off_outliers() -> None:
     rng = np.random.default_rng(5)
     pods = rng.integers(2, 20, 500).astype(float)

@@ -378,25 +378,25 @@ def calibrate(
     # --- pod start-up ----------------------------------------------------------------------
     created, created_sel, created_q = read_last_per_pod(source, k8s.pod_created, variables, grid)
     ready_at, ready_sel2, ready_t_q = read_last_per_pod(source, k8s.pod_ready, variables, grid)
-    starts = {
-        p: ready_at[p] - c for p, c in created.items() if grid.start_s <= c <= grid.end_s and p in ready_at
-    }
-    delays = np.array([d for d in starts.values() if d >= 0])
-    censored = [p for p, c in created.items() if grid.start_s <= c <= grid.end_s - 300 and p not in ready_at]
-    if censored:
+    new_pods = {p: v for p, v in created.items() if grid.start_s <= v[0] <= grid.end_s}
+    delays = np.array([ready_at[p][0] - c for p, (c, _) in new_pods.items() if p in ready_at])
+    delays = delays[delays >= 0]
+    # Pods never seen ready: gone (or the window ended) first; their start-up took longer than that.
+    censored = np.array([seen - c for p, (c, seen) in new_pods.items() if p not in ready_at])
+    if len(censored):
         issues.append(
             Issue(
                 "censored",
                 k8s.pod_ready.metric,
                 f"{len(censored)} pod(s) created in the window never reported ready",
-                "left out of the start-up fit (their start-up is longer than observed, or they failed)",
+                "counted in the start-up fit as taking longer than they were watched (right-censored)",
                 count=len(censored),
             )
         )
     startup_source = [created_q, ready_t_q]
     startup_promql = f"{ready_sel2.promql()} - on(pod) {created_sel.promql()}"
     if len(delays) >= MIN_STARTS:
-        est_s = fit.fit_samples(delays, rng)
+        est_s = fit.fit_samples(delays, rng, censored)
         few = f"only {len(delays)} starts: wide uncertainty" if len(delays) < FEW_STARTS else None
         params["startup"] = Parameter(
             "fitted",
@@ -407,10 +407,12 @@ def calibrate(
                 "cv_stderr": est_s.cv_se,
                 "median_stderr": est_s.median_se_s,
                 "starts": est_s.n,
+                "censored": len(censored),
             },
             startup_source,
             startup_promql,
-            "maximum likelihood (lognormal vs gamma) over per-pod ready − created",
+            "maximum likelihood (lognormal vs gamma) over per-pod ready − created, "
+            "pods never seen ready as right-censored",
             few,
         )
         model_block["startup"] = {

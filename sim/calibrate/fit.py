@@ -146,30 +146,64 @@ def fit_histogram(
     )
 
 
-def fit_samples(samples_s: np.ndarray, rng: np.random.Generator) -> DistEstimate:
-    """A duration distribution from individual observations (pod start-ups), by maximum likelihood."""
+def _censored_fit(kind: str, x: np.ndarray, c: np.ndarray) -> tuple[float, float, float]:
+    """Mean, CV and log-likelihood of one family from complete durations `x` and lower bounds `c`.
+
+    A pod deleted (or still starting) before it became ready says only that
+    its start-up was longer than it was watched: dropping it would bias the
+    fit toward fast starts, so it enters the likelihood through the survival
+    function.
+    """
+    if kind == "lognormal":
+        logs = np.log(x)
+        start = np.array([float(logs.mean()), math.log(max(float(logs.std()), 1e-3))])
+
+        def nll(p: np.ndarray) -> float:
+            mu, sigma = p[0], math.exp(p[1])
+            ll = np.sum(stats.norm.logpdf(logs, mu, sigma) - logs)
+            return -float(ll + np.sum(stats.norm.logsf(np.log(c), mu, sigma)))
+    else:
+        shape0, _, scale0 = stats.gamma.fit(x, floc=0.0)
+        start = np.array([math.log(shape0), math.log(scale0)])
+
+        def nll(p: np.ndarray) -> float:
+            shape, scale = math.exp(p[0]), math.exp(p[1])
+            ll = np.sum(stats.gamma.logpdf(x, shape, scale=scale))
+            return -float(ll + np.sum(stats.gamma.logsf(c, shape, scale=scale)))
+
+    if len(c):
+        res = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-6})
+        p, ll = res.x, -float(res.fun)
+    else:
+        p, ll = start, -nll(start)
+    if kind == "lognormal":
+        sigma = math.exp(p[1])
+        return math.exp(p[0] + sigma**2 / 2), math.sqrt(math.expm1(sigma**2)), ll
+    shape, scale = math.exp(p[0]), math.exp(p[1])
+    return shape * scale, 1.0 / math.sqrt(shape), ll
+
+
+def fit_samples(
+    samples_s: np.ndarray, rng: np.random.Generator, censored_s: np.ndarray | None = None
+) -> DistEstimate:
+    """A duration distribution from individual observations (pod start-ups), by maximum likelihood.
+
+    `censored_s` are lower bounds of durations not seen to finish (right-censored).
+    """
     x = np.asarray(samples_s, dtype=float)
     x = x[np.isfinite(x) & (x > 0)]
+    c = np.asarray(censored_s if censored_s is not None else [], dtype=float)
+    c = c[np.isfinite(c) & (c > 0)]
     if len(x) < 2:
         raise ValueError("need at least two positive observations")
-
-    def lognormal(v: np.ndarray) -> tuple[float, float, float]:
-        logs = np.log(v)
-        mu, sigma = float(logs.mean()), max(float(logs.std()), 1e-9)
-        ll = float(np.sum(stats.lognorm.logpdf(v, sigma, scale=math.exp(mu))))
-        return math.exp(mu + sigma**2 / 2), math.sqrt(math.expm1(sigma**2)), ll
-
-    def gamma(v: np.ndarray) -> tuple[float, float, float]:
-        shape, _, scale = stats.gamma.fit(v, floc=0.0)
-        ll = float(np.sum(stats.gamma.logpdf(v, shape, scale=scale)))
-        return shape * scale, 1.0 / math.sqrt(shape), ll
-
-    fitters = {"lognormal": lognormal, "gamma": gamma}
-    fits = {k: f(x) for k, f in fitters.items()}
+    fits = {kind: _censored_fit(kind, x, c) for kind in FAMILIES}
     kind = max(fits, key=lambda k: fits[k][2])
     mean_s, cv, _ = fits[kind]
-    boots = [fitters[kind](rng.choice(x, len(x))) for _ in range(BOOTSTRAP)]
-    medians = [_median(Dist(kind, m, c)) for m, c, _ in boots]  # type: ignore[arg-type]
+    boots = [
+        _censored_fit(kind, rng.choice(x, len(x)), rng.choice(c, len(c)) if len(c) else c)
+        for _ in range(BOOTSTRAP)
+    ]
+    medians = [_median(Dist(kind, m, v)) for m, v, _ in boots]  # type: ignore[arg-type]
     return DistEstimate(
         kind,
         mean_s,

@@ -178,15 +178,25 @@ def read_cpu(
 
 def read_last_per_pod(
     source: Source, spec: GaugeSpec, variables: dict[str, str], grid: Grid
-) -> tuple[dict[str, float], Selector, str]:
-    """The last value each pod's series had in the window (kube_pod_created and friends)."""
+) -> tuple[dict[str, tuple[float, float]], Selector, str]:
+    """Per pod: the last value its series had in the window and when that sample was taken.
+
+    For kube_pod_created and friends the value is a time itself; the sample
+    time says how long the pod was still there (the series ends with the pod).
+    """
     sel = selector(spec.metric, spec.matchers, variables)
     query = RangeQuery(sel, "max", ("pod",))
+    stamps = {
+        s.labels.get("pod"): s for s in source.range(RangeQuery(sel, "max", ("pod",), timestamps=True), grid)
+    }
     out = {}
     for s in source.range(query, grid):
         idx = np.flatnonzero(s.present & np.isfinite(s.values))
-        if len(idx) and "pod" in s.labels:
-            out[s.labels["pod"]] = float(s.values[idx[-1]])
+        pod = s.labels.get("pod")
+        if len(idx) and pod is not None:
+            seen = stamps.get(pod)
+            last_t = float(seen.values[idx[-1]]) if seen is not None else float(grid.times[idx[-1]])
+            out[pod] = (float(s.values[idx[-1]]), last_t)
     return out, sel, query.promql()
 
 
