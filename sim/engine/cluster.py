@@ -306,7 +306,6 @@ class ClusterSim:
             if self._version == self._seen_version and now < self._next_due_s:
                 continue  # nothing changed and no window or schedule can have opened since the last pass
             self._seen_version = self._version
-            self._next_due_s = self._next_due(now)
             pdbs = self.cluster.pdbs
             result = self.disruption.reconcile(
                 list(self.nodes.values()),
@@ -316,6 +315,7 @@ class ClusterSim:
                 unavailable=self._unavailable(),
             )
             notes = tuple(result.explanations)
+            self._next_due_s = self._next_due(now, budget_blocked=any("budget" in n for n in notes))
             if notes and notes != self._last_notes and result.command is None:
                 # Logged when the reasons change, not every pass: "why was this node kept?"
                 self._log("not_disrupted", None, "; ".join(notes)[:800])
@@ -324,16 +324,23 @@ class ClusterSim:
                 continue
             yield from self._execute(result.command)
 
-    def _next_due(self, now_s: float) -> float:
+    def _next_due(self, now_s: float, *, budget_blocked: bool) -> float:
         """The next instant a pass could decide differently on an unchanged cluster.
 
         A consolidateAfter window or a nomination running out, a node turning
-        ready, a blocked offering coming back, or (budget schedules are cron,
-        minute-grained) the next minute.
+        ready, a pod's do-not-disrupt duration ending, a blocked offering coming
+        back, or, when a budget held a node back and some budget has a
+        (minute-grained cron) schedule, the next minute: a window that opens can
+        only matter to a node a budget held.
         """
-        due = [now_s + 60.0, *self.ice.values()]
         pools = self.prov.pools_by_name
+        due = [*self.ice.values()]
+        if budget_blocked and any(b.schedule for pool in pools.values() for b in pool.budgets):
+            due.append(now_s + 60.0)
         for node in self.nodes.values():
+            for pod in node.pods.values():
+                if pod.do_not_disrupt_s is not None and pod.started_s is not None:
+                    due.append(pod.started_s + pod.do_not_disrupt_s)
             pool = pools.get(node.nodepool or "")
             since = last_pod_event_s(node)
             if pool is not None and pool.consolidate_after_s is not None and since is not None:
@@ -341,7 +348,7 @@ class ClusterSim:
             due.append(node.nominated_until_s)
             if node.ready_s is not None:
                 due.append(node.ready_s)
-        return min(t for t in due if t > now_s)
+        return min((t for t in due if t > now_s), default=math.inf)
 
     def _execute(self, command: Command) -> Any:
         """Validate after the delay, launch replacements, wait until they are ready, then drain and delete."""
