@@ -118,12 +118,14 @@ class ServiceSim:
         self.keda_state = keda.KedaState(creation_time_s=-math.inf)
         self.hpa_state = HPAState()
         self.queries = {f"s{i}-prometheus": q for i, q in svc.queries.items()}
+        self._prometheus = {t.metric_name: t.prometheus for t in self.keda_cfg.external if t.prometheus}
         self.cpu_request_milli = (
             round(svc.model.cpu_request_millicores) if svc.model.cpu_request_millicores else None
         )
         self.needs_pod_views = any(m.source != "External" for m in self.hpa_spec.metrics)
 
         self.pods: list[Pod] = []
+        self.n_ready = 0  # kept by _sync_plane, which runs whenever a pod turns ready or goes
         self.next_pod_id = 0
         self.spec_replicas = 0
         self.recorder = _Recorder(self.n_steps)
@@ -261,6 +263,7 @@ class ServiceSim:
         step = self._step_now()
         self.plane.advance_to(step)
         ready = self._ready_pods()
+        self.n_ready = len(ready)
         self.plane.set_pods(step, [p.id for p in ready])
         pending = sum(1 for p in self.pods if not p.bound)
         self.recorder.replicas(
@@ -355,21 +358,19 @@ class ServiceSim:
             c.latency_sum_s,
             c.cpu_seconds_total,
             self.spec_replicas,
-            len(self._ready_pods()),
+            self.n_ready,
         )
         for i, h in self._watched:
             h.append(now, float(values[i]))
 
     def _query_trigger(self, metric_name: str) -> ScalerResult:
         """What KEDA's Prometheus scaler gets back right now: the query over the scraped series."""
-        query: Query = self.queries[metric_name]
-        trigger = next(t for t in self.keda_cfg.external if t.metric_name == metric_name)
-        assert trigger.prometheus is not None
+        query, meta = self.queries[metric_name], self._prometheus[metric_name]
         try:
             samples = [v for _, v in query.evaluate(self.store, self.env.now)]
         except QueryError as err:
             return ScalerError(str(err))
-        return scaler_value(samples, trigger.prometheus.ignore_null_values, trigger.prometheus.query)
+        return scaler_value(samples, meta.ignore_null_values, meta.query)
 
     def _cpu_usage_per_pod_milli(self) -> int:
         """metrics-server's view: mean CPU per ready pod over its last resolution window."""
@@ -413,7 +414,7 @@ class ServiceSim:
         now = self.env.now
         if self.needs_pod_views:
             self.plane.advance_to(self._step_now())  # metrics-server reads the data plane
-        ready = len(self._ready_pods())
+        ready = self.n_ready
         inputs: list[MetricInput] = []
         first_value: float | None = None
         for m in self.hpa_spec.metrics:
@@ -509,7 +510,7 @@ class ServiceSim:
             now_s=now,
             current_replicas=self.spec_replicas,
             query=self._query_trigger,
-            ready_replicas=len(self._ready_pods()),
+            ready_replicas=self.n_ready,
         )
         before = self.spec_replicas
         if decision.replicas is not None and decision.replicas != before:
