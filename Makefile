@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench baseline docs clean
+.PHONY: demo test lint bench baseline docs calibrate-demo demo-history clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the bundled demo: a scenario run, then a workload model calibrated from the
+# bundled Prometheus history (no cluster, no Prometheus needed).
 demo: $(STAMP)
 	$(BIN)/capsim run scenarios/flash-crowd.yaml
+	$(BIN)/capsim calibrate --from-file scenarios/data/history/demo.om.gz --service front --namespace dev \
+		-o reports/demo-models/front.yaml
+
+calibrate-demo: $(STAMP)
+	$(BIN)/capsim calibrate --from-file scenarios/data/history/demo.om.gz --service front --namespace dev \
+		-o models/front.yaml
+	$(BIN)/capsim calibrate --from-file scenarios/data/history/demo.om.gz --service flask-app-2 --namespace dev \
+		-o models/flask-app-2.yaml
+	$(BIN)/capsim backtest scenarios/diurnal-day.yaml --from-file scenarios/data/history/demo.om.gz \
+		--start 2024-03-10T09:00:00Z
+
+demo-history: $(STAMP)
+	$(BIN)/python scripts/generate_demo_history.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
