@@ -46,8 +46,8 @@ from sim.dataplane.plane import (
     StepLedger,
     StepOutputs,
     Usage,
-    check_pods,
     cpu_worker_limit,
+    pod_set,
 )
 from sim.dataplane.queueing import QueueShape, ResponseTable, response_table
 from sim.latency import N_BUCKETS
@@ -123,17 +123,12 @@ class FluidPlane:
     def set_pods(
         self, step_index: int, pods: Sequence[int], cores: Sequence[float | None] | None = None
     ) -> None:
-        if step_index < self._step:
-            raise ValueError(f"set_pods at step {step_index} is behind the plane (step {self._step})")
-        check_pods(pods, cores)
-        reused = self._gone.intersection(pods)
-        if reused:
-            raise ValueError(f"pod ids {sorted(reused)} were terminated and cannot become ready again")
+        wanted_set = pod_set(step_index, self._step, pods, cores, self._gone, self.model.cpu_available_cores)
         self.advance_to(step_index)
-        pod_cores = list(cores) if cores is not None else [self.model.cpu_available_cores] * len(pods)
-        if (list(pods), pod_cores) == self._ready:
+        if wanted_set == self._ready:
             return
-        self._ready = (list(pods), pod_cores)
+        self._ready = wanted_set
+        pod_cores = wanted_set[1]
         wanted = set(pods)
         old = {pid: g for g in self._groups for pid in g.ids}
         deadline_s = step_index * self._led.step_s + self.grace_period_s

@@ -192,14 +192,31 @@ class StepLedger:
         )
 
 
-def check_pods(pods: Sequence[int], cores: Sequence[float | None] | None) -> None:
-    """Reject pod lists the planes cannot interpret (duplicate ids, misaligned cores)."""
+def pod_set(
+    step_index: int,
+    current_step: int,
+    pods: Sequence[int],
+    cores: Sequence[float | None] | None,
+    gone: set[int],
+    default_cores: float | None,
+) -> tuple[list[int], list[float | None]]:
+    """The ready set a plane is asked to switch to, with each pod's cores; rejects what it cannot take.
+
+    Duplicate ids, misaligned or non-positive cores, a step behind the plane, or
+    a terminated pod coming back are caller errors, the same for both planes.
+    """
+    if step_index < current_step:
+        raise ValueError(f"set_pods at step {step_index} is behind the plane (step {current_step})")
     if len(set(pods)) != len(pods):
         raise ValueError(f"pod ids must be unique, got {list(pods)}")
     if cores is not None and len(cores) != len(pods):
         raise ValueError(f"cores must align with pods: {len(cores)} values for {len(pods)} pods")
     if cores is not None and any(c is not None and c <= 0.0 for c in cores):
         raise ValueError(f"pod cores must be positive or None, got {list(cores)}")
+    reused = gone.intersection(pods)
+    if reused:
+        raise ValueError(f"pod ids {sorted(reused)} were terminated and cannot become ready again")
+    return list(pods), list(cores) if cores is not None else [default_cores] * len(pods)
 
 
 # CPU left for requests never drops below this, so a pod whose idle usage eats

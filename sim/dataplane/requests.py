@@ -43,8 +43,8 @@ from sim.dataplane.plane import (
     StepLedger,
     StepOutputs,
     Usage,
-    check_pods,
     cpu_worker_limit,
+    pod_set,
 )
 from sim.latency import BUCKETS_S, N_BUCKETS
 from sim.workload.service import ServiceModel
@@ -120,17 +120,12 @@ class RequestsPlane:
     def set_pods(
         self, step_index: int, pods: Sequence[int], cores: Sequence[float | None] | None = None
     ) -> None:
-        if step_index < self._step:
-            raise ValueError(f"set_pods at step {step_index} is behind the plane (step {self._step})")
-        check_pods(pods, cores)
-        reused = self._gone.intersection(pods)
-        if reused:
-            raise ValueError(f"pod ids {sorted(reused)} were terminated and cannot become ready again")
+        wanted_set = pod_set(step_index, self._step, pods, cores, self._gone, self.model.cpu_available_cores)
         self.advance_to(step_index)
-        pod_cores = list(cores) if cores is not None else [self.model.cpu_available_cores] * len(pods)
-        if (list(pods), pod_cores) == self._ready_set:
+        if wanted_set == self._ready_set:
             return
-        self._ready_set = (list(pods), pod_cores)
+        self._ready_set = wanted_set
+        pod_cores = wanted_set[1]
         wanted = set(pods)
         for pod in self._ready:
             if pod.id not in wanted:
