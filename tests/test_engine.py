@@ -155,3 +155,20 @@ def test_cpu_trigger_scales_on_metrics_server_usage(tmp_path: Path) -> None:
     assert len(ups) >= 1
     assert ups["reason"].str.contains("Resource metric cpu|cpu", regex=True).all()
     assert float(ups["time_s"].min()) > 600.0  # nothing to scale for before the spike
+
+
+def test_skipping_polls_that_cannot_act_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sim.engine import service
+
+    scn = sim.load_scenario(ss.write(tmp_path, ss.scenario(traffic=SPIKE, min_replicas=2, horizon="30m")))
+    skipped = sim.simulate(scn)
+    monkeypatch.setattr(service, "_poll_cannot_act", lambda cfg: False)
+    polled = sim.simulate(scn)
+    pd.testing.assert_frame_equal(skipped.timeseries, polled.timeseries)
+    hpa = ["time_s", "action", "replicas_from", "replicas_to", "reason"]
+    pd.testing.assert_frame_equal(
+        skipped.events[skipped.events["controller"] == "hpa"][hpa].reset_index(drop=True),
+        polled.events[polled.events["controller"] == "hpa"][hpa].reset_index(drop=True),
+    )

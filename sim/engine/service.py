@@ -119,6 +119,7 @@ class ServiceSim:
         self.hpa_state = HPAState()
         self.queries = {f"s{i}-prometheus": q for i, q in svc.queries.items()}
         self._prometheus = {t.metric_name: t.prometheus for t in self.keda_cfg.external if t.prometheus}
+        self._poll_cannot_act = _poll_cannot_act(self.keda_cfg)
         self.cpu_request_milli = (
             round(svc.model.cpu_request_millicores) if svc.model.cpu_request_millicores else None
         )
@@ -503,6 +504,8 @@ class ServiceSim:
         )
 
     def keda_poll(self) -> None:
+        if self._poll_cannot_act and self.spec_replicas >= (self.keda_cfg.spec.min_replica_count or 0):
+            return
         now = self.env.now
         decision = keda.poll(
             self.keda_cfg,
@@ -565,6 +568,24 @@ class ServiceSim:
             metric_threshold=first.target if first else float("nan"),
             cpu_request_cores=(self.model.cpu_request_millicores or 0) / 1000.0 or None,
         )
+
+
+def _poll_cannot_act(cfg: keda.KedaConfig) -> bool:
+    """True when KEDA's polling loop can never change the replica count or the HPA's inputs.
+
+    With a floor of at least one pod, no idle count, no fallback, no cached
+    metrics and not paused, a poll only refreshes lastActiveTime (which matters
+    for scaling to zero, impossible here) and conditions: skipping it changes
+    no decision and saves a query evaluation every pollingInterval.
+    """
+    so = cfg.spec
+    return (
+        (so.min_replica_count or 0) >= 1
+        and so.idle_replica_count is None
+        and not cfg.fallback_enabled
+        and not any(t.use_cached_metrics for t in cfg.triggers)
+        and not cfg.paused
+    )
 
 
 def _direction(before: int, after: int) -> str:
