@@ -107,3 +107,17 @@ def test_consolidation_removes_nodes_after_the_spike(tmp_path: Path) -> None:
     assert counts.max() > counts.iloc[-1]
     disrupted = r.events[r.events["action"].isin(["disrupt"])]
     assert len(disrupted) >= 1
+
+
+def test_background_tenants_take_room_on_shared_nodes(tmp_path: Path) -> None:
+    base = ss.scenario(traffic={"kind": "constant", "rps": 40}, horizon="20m")
+    alone = run(tmp_path, with_cluster(base), "alone.yaml")
+    tenants = [{"name": "batch", "nodepool": "spot", "cpu": "1500m", "memory": "2Gi", "replicas": 6}]
+    shared = run(tmp_path, with_cluster(base, background=tenants), "shared.yaml")
+    # The other tenant's pods need nodes too: the same service now shares a bigger, dearer cluster.
+    assert shared.summary["cost"]["total_usd"] > alone.summary["cost"]["total_usd"]
+    assert "batch" in shared.summary["cost"]["by_service_usd"]
+    assert shared.summary["cost"]["by_service_usd"]["api"] == pytest.approx(
+        alone.summary["cost"]["by_service_usd"]["api"], rel=0.5
+    )
+    assert np.array_equal(shared.traces["api"].offered, alone.traces["api"].offered)
