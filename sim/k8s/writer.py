@@ -41,7 +41,14 @@ from sim.k8s.patches import (
     node_at,
     trace_document,
 )
-from sim.k8s.yamledit import InlineText, Splice, YamlText, apply_splices, block_lines
+from sim.k8s.yamledit import (
+    InlineText,
+    Splice,
+    YamlText,
+    apply_splices,
+    block_lines,
+    refuse_templated,
+)
 from sim.k8s.yamlsource import FieldPath, PathPart, format_path
 
 
@@ -268,7 +275,7 @@ def plan_changes(roots: Path | str | Sequence[Path | str], changes: Sequence[Fie
     validate against the CRD schemas.
     """
     root_list = [roots] if isinstance(roots, str | Path) else list(roots)
-    built = [_Root(p, load_manifests([p])) for p in (Path(os.path.abspath(r)) for r in root_list)]
+    built = [_load_root(Path(os.path.abspath(r))) for r in root_list]
     planner = _Planner()
     leaves: list[_Leaf] = []
     for change in changes:
@@ -285,6 +292,17 @@ def plan_changes(roots: Path | str | Sequence[Path | str], changes: Sequence[Fie
     writes = _render(planner)
     _verify(built, leaves, {w.path: w.after for w in writes})
     return WritePlan(tuple(writes), tuple(planner.written))
+
+
+def _load_root(path: Path) -> _Root:
+    """A templated file usually fails to parse: say it is templated, not what the parser saw."""
+    try:
+        return _Root(path, load_manifests([path]))
+    except InputError as exc:
+        failed = Path(exc.file) if exc.file is not None else None
+        if failed is not None and failed.is_file():
+            refuse_templated(failed, _read(failed))
+        raise
 
 
 def _find(roots: list[_Root], change: FieldChange) -> tuple[_Root, Resource]:
@@ -675,14 +693,23 @@ def _verify(roots: list[_Root], leaves: list[_Leaf], texts: dict[Path, str]) -> 
             try:
                 validate_resource(actual[ident])
             except InputError as exc:
+                already = _fails_validation(next(r for r in root.manifests.resources if _ident(r) == ident))
+                when = "even before the change" if already else "after the change"
                 raise InputError(
-                    f"after the change {ident[1]}/{ident[2]} would not validate against its CRD: "
-                    + exc.message,
+                    f"{when} {ident[1]}/{ident[2]} would not validate against its CRD: " + exc.message,
                     file=exc.file,
                     field=exc.field,
                     line=exc.line,
                     valid=exc.valid,
                 ) from None
+
+
+def _fails_validation(resource: Resource) -> bool:
+    try:
+        validate_resource(resource)
+    except InputError:
+        return True
+    return False
 
 
 def _ident(r: Resource) -> tuple[str, str, str, str | None]:

@@ -201,6 +201,18 @@ def style_hints(node: Node) -> Hints:
     return hints
 
 
+def refuse_templated(file: Path, text: str) -> None:
+    """Refuse Helm-style `{{ }}` outside comments: what gets deployed is the rendered text, not this."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        code = line.split(" #", 1)[0] if not line.lstrip().startswith("#") else ""
+        if "{{" in code:
+            raise InputError(
+                "cannot edit safely: the file holds Helm-style {{ }} templating; edit its source instead",
+                file=file,
+                line=number,
+            )
+
+
 class YamlText:
     """One YAML file's (or inline string's) exact text and the composed node graph of each document."""
 
@@ -295,14 +307,7 @@ class YamlText:
             raise self.refuse(path, "the value carries an explicit YAML tag", line)
 
     def check_file(self) -> None:
-        for number, line in enumerate(self.text.splitlines(), start=1):
-            code = line.split(" #", 1)[0] if not line.lstrip().startswith("#") else ""
-            if "{{" in code:
-                raise InputError(
-                    "cannot edit safely: the file holds Helm-style {{ }} templating; edit its source instead",
-                    file=self.file,
-                    line=number,
-                )
+        refuse_templated(self.file, self.text)
 
     # --- edits --------------------------------------------------------------------------------------
 
