@@ -20,7 +20,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from sim.cluster import LoadedCluster, load_cluster
 from sim.controllers.autoscaling import HPAControllerConfig
+from sim.controllers.keda import compile_scaled_object
 from sim.controllers.scaledobject import ScaledObjectSpec
+from sim.controllers.scalers import ScaledObjectError
 from sim.errors import InputError
 from sim.k8s.kro import KroMapping, deployment_name, find_rgd, instances, workload_from_kro
 from sim.k8s.kustomize import ManifestSet, Resource, load_manifests, resource_from_document
@@ -29,7 +31,14 @@ from sim.k8s.scaledobject import API_VERSION as SCALEDOBJECT_API_VERSION
 from sim.k8s.scaledobject import DEFAULT_MAX_REPLICAS, ScaledObjectManifest, scaled_object_from_resource
 from sim.k8s.scaledobject import KIND as SCALEDOBJECT_KIND
 from sim.k8s.workload import WORKLOAD_KINDS, WorkloadView, workload_from_resource
-from sim.k8s.yamlsource import FieldPath, SourceLocation, YamlDocument, load_mapping, validate_model
+from sim.k8s.yamlsource import (
+    FieldPath,
+    SourceLocation,
+    YamlDocument,
+    load_mapping,
+    parse_path,
+    validate_model,
+)
 from sim.metrics.promql import Query
 from sim.search_space import SpaceError, TuneModel, search_space
 from sim.slo import SLO
@@ -732,7 +741,22 @@ def _scaled_object(entry: ServiceEntry, doc: YamlDocument, manifests: ManifestSe
             "the manifests hold several ScaledObjects: " + ", ".join(r.describe() for r in found),
             valid="name one with scaled_object: <name>",
         )
-    return scaled_object_from_resource(found[0])
+    so = scaled_object_from_resource(found[0])
+    _check_with_keda(so)
+    return so
+
+
+def _check_with_keda(so: ScaledObjectManifest) -> None:
+    """What KEDA's webhook and scalers would reject is bad input now, not a crash mid-run."""
+    try:
+        compile_scaled_object(so.spec)
+    except ScaledObjectError as err:
+        doc = so.resource.doc
+        try:
+            path = parse_path(err.field) if err.field else ()
+        except ValueError:
+            path = ()
+        raise doc.error(path, err.message, err.valid) from None
 
 
 def _workload(

@@ -162,6 +162,7 @@ services:
         metadata: {name: web}
         spec:
           scaleTargetRef: {name: web}
+          minReplicaCount: 1
           triggers:
             - type: cpu
               metricType: Utilization
@@ -209,13 +210,22 @@ def test_defaults(tmp_path: Path) -> None:
         "http_requests_total",
         "http_request_duration_seconds",
     )
-    assert web.scaled_object.min_replica_count is None and web.queries == {}
+    assert web.scaled_object.min_replica_count == 1 and web.queries == {}
     assert web.initial_replicas == 1  # replicas: 0 in the Deployment, raised to the HPA's minimum
     assert web.trigger_locations[0].file == scenario.file
     assert (
         web.trigger_locations[0].field == "services[0].inline.scaled_object.spec.triggers[0].metadata.value"
     )
     assert web.trigger_locations[0].line == line_with(scenario.file, 'metadata: {value: "60"}')
+
+
+def test_keda_rejects_cpu_only_triggers_without_a_floor(tmp_path: Path) -> None:
+    # KEDA's webhook refuses this (nil or 0 minReplicaCount): it could never scale to zero.
+    path = write_scenario(tmp_path, MINIMAL.replace("          minReplicaCount: 1\n", ""))
+    with pytest.raises(InputError) as caught:
+        load_scenario(path)
+    assert caught.value.field == "services[0].inline.scaled_object.spec.minReplicaCount"
+    assert "only cpu/memory triggers" in caught.value.message
 
 
 def test_errors_in_inline_manifests_point_into_the_scenario(tmp_path: Path) -> None:
