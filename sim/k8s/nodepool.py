@@ -27,6 +27,7 @@ from sim.catalog.overhead import (
     KubeletSettings,
     NodeClassSettings,
 )
+from sim.controllers.karpenter.requirements import ValueSet
 from sim.controllers.karpenter.types import (
     DISRUPTION_REASONS,
     LABEL_ARCH,
@@ -662,30 +663,16 @@ def check_satisfiable(pool: NodePoolView, instance_types: Sequence[InstanceType]
 def requirement_allows(req: Requirement, it: InstanceType) -> bool:
     """Whether an instance type (its labels, and its offerings' zones and capacity types) meets `req`.
 
-    Labels outside the catalog's well-known set (team labels and the like)
-    are put on the node by the pool itself, so they never rule a type out.
+    The operator semantics are the Karpenter model's (`ValueSet`); a type with
+    several values for a key (zones, capacity types) passes when any does.
+    Labels outside the catalog's well-known set (team labels and the like) are
+    put on the node by the pool itself, so they never rule a type out.
     """
     if req.key not in ALLOWED_REQUIREMENT_KEYS or req.key == LABEL_NODEPOOL:
         return True
+    allowed = ValueSet.from_requirement(req)
     values = _values(req.key, it)
-    op = req.operator
-    if op == Operator.EXISTS:
-        return bool(values)
-    if op == Operator.DOES_NOT_EXIST:
-        return not values
-    if op == Operator.IN:
-        return bool(values & set(req.values))
-    if op == Operator.NOT_IN:
-        return not values or bool(values - set(req.values))
-    bound = int(req.values[0])
-    numbers = [int(v) for v in values if v.lstrip("-").isdigit()]
-    compare = {
-        Operator.GT: lambda n: n > bound,
-        Operator.LT: lambda n: n < bound,
-        Operator.GTE: lambda n: n >= bound,
-        Operator.LTE: lambda n: n <= bound,
-    }[op]
-    return any(compare(n) for n in numbers)
+    return any(allowed.has(v) for v in values) if values else allowed.is_negative()
 
 
 def _values(key: str, it: InstanceType) -> set[str]:
