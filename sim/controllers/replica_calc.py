@@ -225,6 +225,32 @@ def _pod_requests(
     return out
 
 
+def _counted_samples(
+    pods: Sequence[PodView],
+    samples: Mapping[str, MetricSample],
+    resource: str,
+    *,
+    now_s: float,
+    cpu_initialization_period_s: float,
+    initial_readiness_delay_s: float,
+) -> tuple[PodGroups, dict[str, int]]:
+    """The pod groups and the samples that count: ignored and unready pods' samples are dropped."""
+    groups = group_pods(
+        pods,
+        samples,
+        resource,
+        now_s=now_s,
+        cpu_initialization_period_s=cpu_initialization_period_s,
+        initial_readiness_delay_s=initial_readiness_delay_s,
+    )
+    dropped = set(groups.ignored)
+    dropped.update(groups.unready)
+    metrics = {name: s.value_milli for name, s in samples.items() if name not in dropped}
+    if not metrics:
+        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+    return groups, metrics
+
+
 def resource_utilization_replicas(
     current_replicas: int,
     target_pct: int,
@@ -250,7 +276,7 @@ def resource_utilization_replicas(
         )
     if not pods:
         raise MetricError("no pods returned by selector while calculating replica count")
-    groups = group_pods(
+    groups, metrics = _counted_samples(
         pods,
         samples,
         resource,
@@ -258,11 +284,6 @@ def resource_utilization_replicas(
         cpu_initialization_period_s=cpu_initialization_period_s,
         initial_readiness_delay_s=initial_readiness_delay_s,
     )
-    dropped = set(groups.ignored)
-    dropped.update(groups.unready)
-    metrics = {name: s.value_milli for name, s in samples.items() if name not in dropped}
-    if not metrics:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
     pod_requests = _pod_requests(pods, requests, resource)
     ratio, utilization, raw = _utilization_ratio(metrics, pod_requests, target_pct)
 
@@ -349,7 +370,7 @@ def plain_metric_replicas(
         raise MetricError("unable to get metric: no metrics returned from custom metrics API")
     if not pods:
         raise MetricError("no pods returned by selector while calculating replica count")
-    groups = group_pods(
+    groups, metrics = _counted_samples(
         pods,
         samples,
         resource,
@@ -357,11 +378,6 @@ def plain_metric_replicas(
         cpu_initialization_period_s=cpu_initialization_period_s,
         initial_readiness_delay_s=initial_readiness_delay_s,
     )
-    dropped = set(groups.ignored)
-    dropped.update(groups.unready)
-    metrics = {name: s.value_milli for name, s in samples.items() if name not in dropped}
-    if not metrics:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
     ratio, usage = _usage_ratio(metrics, target_milli)
 
     scale_up_with_unready = bool(groups.unready) and ratio > 1.0
